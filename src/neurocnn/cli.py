@@ -1,0 +1,58 @@
+"""The `neurocnn` command line: parses arguments, calls the API, prints. No logic of its own.
+
+Each verb lives in `neurocnn.commands.<verb>` and exposes `register(subparsers)`, which adds its parser
+with an example in the epilog and sets `func` to a function taking the parsed arguments and returning
+an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from neurocnn import __version__
+from neurocnn.errors import NeuroCNNError
+
+COMMANDS = ("demo", "synth", "cohort", "prepare", "splits", "models")
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurocnn",
+        description="Train, evaluate and explain 3D CNNs that classify brain MRI scans.",
+        epilog="Example:\n  neurocnn demo --quick\n\nRun `neurocnn COMMAND --help` for each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"neurocnn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"neurocnn.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return int(args.func(args) or 0)
+    except NeuroCNNError as exc:
+        if args.debug:
+            raise
+        print(f"neurocnn {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"neurocnn {args.command}: interrupted; run it again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
