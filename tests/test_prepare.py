@@ -1,0 +1,138 @@
+"""Preparation and the cache: content, reuse, invalidation, resume, refusal to clobber."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from neurocnn.data.cache import open_cache
+from neurocnn.data.cohort import read_cohort
+from neurocnn.data.dataset import CachedDataset
+from neurocnn.data.prepare import prepare_cohort
+from neurocnn.data.preprocess import PrepareParams, mni_grid
+from neurocnn.errors import NeuroCNNError
+
+PARAMS = PrepareParams(voxel_size=5.0, shape=(10, 12, 10))
+
+
+def _cohort(table, **kw):  # type: ignore[no-untyped-def]
+    return read_cohort(table, images=["gm", "wm"], label="diagnosis", mask="mask", covariates=["age"], **kw)
+
+
+def test_mni_grids_match_the_seeds():
+    assert mni_grid(3.0).shape == (61, 73, 61)
+    assert mni_grid(1.5).shape == (121, 145, 121)
+    assert mni_grid(2.0).shape == (91, 109, 91)
+    np.testing.assert_allclose(mni_grid(3.0).affine[:3, 3], [-90, -126, -72])
+
+
+def test_prepare_writes_a_complete_cache(make_cohort, tmp_path):
+    table = make_cohort(6)
+    out = tmp_path / "cache"
+    r = prepare_cohort(_cohort(table), out, PARAMS, jobs=2, progress=False)
+    assert not r.reused and r.prepared == 6
+    cache = open_cache(out)
+    assert cache.shape == (6, 2, 10, 12, 10)
+    data = cache.array()
+    assert isinstance(data, np.memmap)
+    brain = data[0, 0] != 0
+    # z-scored within the brain mask, background exactly zero
+    assert abs(float(data[0, 0][brain].mean())) < 1e-4
+    assert abs(float(data[0, 0][brain].std()) - 1) < 1e-3
+    assert list(cache.manifest["participant_id"]) == [f"sub-{i:03d}" for i in range(6)]
+    assert list(cache.labels()) == [0, 1, 0, 1, 0, 1]
+    info = json.loads((out / "cache.json").read_text())
+    assert info["params"]["voxel_size"] == 5.0 and info["neurocnn_version"]
+    assert len(info["inputs"]) == 18 and all(len(v["sha256"]) == 64 for v in info["inputs"].values())
+    assert not (tmp_path / "cache.partial").exists()
+
+
+def test_reorients_to_ras(tmp_path, make_cohort):
+    table = make_cohort(2, modalities=("gm",), mask=False)
+    # the same data stored left-right flipped with a flipped affine is the same image
+    path = table.parent / "gm/sub-001_gm.nii.gz"
+    img0 = nib.load(str(table.parent / "gm/sub-000_gm.nii.gz"))
+    flip = np.diag([-1.0, 1, 1, 1])
+    flip[0, 3] = img0.shape[0] - 1
+    nib.save(nib.Nifti1Image(np.asarray(img0.dataobj)[::-1].copy(), img0.affine @ flip), str(path))
+    c = read_cohort(table, images=["gm"], label="diagnosis")
+    params = PrepareParams(normalise="none", clip_percentiles=None)
+    prepare_cohort(c, tmp_path / "c", params, jobs=1, progress=False)
+    data = open_cache(tmp_path / "c").array()
+    np.testing.assert_allclose(data[0], data[1], atol=1e-5)
+
+
+def test_unchanged_cohort_is_reused_and_changes_invalidate(make_cohort, tmp_path):
+    table = make_cohort(4)
+    out = tmp_path / "cache"
+    prepare_cohort(_cohort(table), out, PARAMS, jobs=1, progress=False)
+    assert prepare_cohort(_cohort(table), out, PARAMS, jobs=1, progress=False).reused
+    # touching a file without changing it keeps the cache
+    f = table.parent / "gm/sub-001_gm.nii.gz"
+    os.utime(f, ns=(0, 0))
+    assert prepare_cohort(_cohort(table), out, PARAMS, jobs=1, progress=False).reused
+    # a changed parameter invalidates it
+    other = PARAMS.model_copy(update={"normalise": "minmax"})
+    r = prepare_cohort(_cohort(table), out, other, jobs=1, progress=False)
+    assert not r.reused and r.prepared == 4
+    assert float(open_cache(out).array()[0].max()) <= 1.0
+    # a changed input file invalidates it
+    img = nib.load(str(f))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * 2 + 1, img.affine), str(f))
+    assert not prepare_cohort(_cohort(table), out, other, jobs=1, progress=False).reused
+
+
+def test_interrupted_prepare_resumes_and_never_looks_complete(make_cohort, tmp_path):
+    table = make_cohort(6)
+    out = tmp_path / "cache"
+    victim = table.parent / "wm/sub-004_wm.nii.gz"
+    good = victim.read_bytes()
+    victim.write_bytes(good[:100])
+    with pytest.raises(NeuroCNNError, match="1 subject.*could not be prepared") as info:
+        prepare_cohort(_cohort(table), out, PARAMS, jobs=2, progress=False, validate=False)
+    assert "sub-004" in str(info.value)
+    assert not out.exists(), "no cache may appear when a subject failed"
+    victim.write_bytes(good)
+    r = prepare_cohort(_cohort(table), out, PARAMS, jobs=2, progress=False)
+    assert (r.prepared, r.resumed) == (1, 5)
+    fresh = prepare_cohort(_cohort(table), tmp_path / "fresh", PARAMS, jobs=1, progress=False)
+    np.testing.assert_array_equal(open_cache(out).array(), fresh.cache.array())
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_a_cache(make_cohort, tmp_path):
+    table = make_cohort(2)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    with pytest.raises(NeuroCNNError, match="not a neurocnn cache"):
+        prepare_cohort(_cohort(table), out, PARAMS, jobs=1, progress=False)
+    assert (out / "notes.txt").read_text() == "precious"
+
+
+def test_invalid_cohort_writes_nothing(make_cohort, tmp_path):
+    table = make_cohort(4)
+    (table.parent / "gm/sub-002_gm.nii.gz").unlink()
+    with pytest.raises(NeuroCNNError, match="sub-002 \\[gm\\]"):
+        prepare_cohort(_cohort(table), tmp_path / "c", PARAMS, jobs=1, progress=False)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
+
+
+def test_float16_storage_and_dataset(make_cohort, tmp_path):
+    table = make_cohort(6)
+    params = PARAMS.model_copy(update={"dtype": "float16"})
+    cache = prepare_cohort(_cohort(table), tmp_path / "c", params, jobs=1, progress=False).cache
+    assert cache.array().dtype == np.float16
+    ds = CachedDataset(tmp_path / "c", indices=[1, 3, 5])
+    x, y, idx = ds[1]
+    assert x.dtype == torch.float32 and x.shape == (2, 10, 12, 10) and (y, idx) == (1, 3)
+    multi, _, _ = CachedDataset(cache, [0], split_modalities=True)[0]
+    assert len(multi) == 2 and multi[1].shape == (1, 10, 12, 10)
+    loader = DataLoader(ds, batch_size=2, num_workers=2)
+    seen = torch.cat([b[2] for b in loader])
+    assert sorted(seen.tolist()) == [1, 3, 5]

@@ -1,0 +1,112 @@
+"""Split properties: by participant, stratified, reproducible, saved and never silently replaced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurocnn.data import splits as S
+from neurocnn.errors import NeuroCNNError
+
+
+def manifest(n_participants: int = 40, sessions: int = 2, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n_participants) % 3 == 0).astype(int)  # imbalanced 1:2
+    rows = [(f"p{p:03d}", f"ses-{s}", labels[p]) for p in range(n_participants) for s in range(sessions)]
+    df = pd.DataFrame(rows, columns=["participant_id", "session_id", "label_index"])
+    df.insert(0, "index", np.arange(len(df)))
+    return df
+
+
+def test_kfold_is_by_participant_and_covers_everyone_once():
+    m = manifest()
+    table = S.kfold(m, 5, repeats=3)
+    for _, split in table.groupby(["repeat", "fold"]):
+        assert split.groupby("participant_id")["role"].nunique().max() == 1
+        assert len(split) == len(m)
+    for _, rep in table[table.role == "test"].groupby("repeat"):
+        assert sorted(rep["index"]) == list(range(len(m)))
+
+
+def test_kfold_class_counts_within_one_of_ideal():
+    m = manifest(53, sessions=1)
+    table = S.kfold(m, 10, repeats=2, val_fraction=0)
+    per_class = m.groupby("label_index").size()
+    for _, split in table[table.role == "test"].groupby(["repeat", "fold"]):
+        counts = split.groupby("label_index").size()
+        for c, total in per_class.items():
+            assert abs(counts.get(c, 0) - total / 10) < 1
+
+
+def test_same_seed_same_splits_other_seed_other_splits():
+    m = manifest()
+    pd.testing.assert_frame_equal(S.kfold(m, 5, seed=3), S.kfold(m, 5, seed=3))
+    assert not S.kfold(m, 5, seed=3).equals(S.kfold(m, 5, seed=4))
+
+
+def test_validation_is_carved_from_training_never_test():
+    table = S.kfold(manifest(), 5, val_fraction=0.1)
+    for _, split in table.groupby(["repeat", "fold"]):
+        val = set(split.loc[split.role == "val", "participant_id"])
+        test = set(split.loc[split.role == "test", "participant_id"])
+        assert val and not val & test
+        assert len(val) == 4  # 10% of 40 participants
+
+
+def test_nested_inner_splits_stay_inside_the_outer_training_set():
+    table = S.kfold(manifest(), 4, nested=3)
+    for (r, f), outer in table[table.inner == -1].groupby(["repeat", "fold"]):
+        test = set(outer.loc[outer.role == "test", "participant_id"])
+        inner = table[(table.repeat == r) & (table.fold == f) & (table.inner >= 0)]
+        assert inner["inner"].nunique() == 3
+        assert not test & set(inner["participant_id"])
+
+
+def test_holdout_fractions_and_subsets():
+    m = manifest(100, sessions=1)
+    table = S.holdout(m, (0.8, 0.1, 0.1))
+    assert table.groupby("role").size().to_dict() == {"test": 10, "train": 80, "val": 10}
+    sub = S.subsample(S.kfold(m, 5), 0.2)
+    for _, split in sub.groupby(["repeat", "fold"]):
+        n_train = split[split.role == "train"]["participant_id"].nunique()
+        assert n_train == 14  # 20% of the 70 training participants
+        assert split[split.role == "test"].shape[0] == 20
+        assert split[split.role == "train"]["label_index"].nunique() == 2
+
+
+def test_independent_test_cohort_split_has_no_test_rows():
+    table = S.independent(manifest())
+    assert set(table.role) == {"train", "val"}
+
+
+def test_leakage_check_refuses_a_participant_in_train_and_test():
+    table = S.kfold(manifest(), 5)
+    pid = table.loc[(table.fold == 0) & (table.role == "test"), "participant_id"].iloc[0]
+    leaked = table.copy()
+    row = leaked[(leaked.fold == 0) & (leaked.participant_id == pid)].index[0]
+    leaked.loc[row, "role"] = "train"
+    with pytest.raises(NeuroCNNError, match=f"participant {pid} is in test and train"):
+        S.check_no_leakage(leaked)
+
+
+def test_saved_splits_are_read_back_and_never_silently_replaced(tmp_path):
+    m = manifest()
+    path = tmp_path / "run" / "splits.tsv"
+    table = S.kfold(m, 5, seed=1)
+    S.save_splits(table, path)
+    pd.testing.assert_frame_equal(S.load_splits(path), table)
+    S.save_splits(table, path)  # identical: fine
+    with pytest.raises(NeuroCNNError, match="already holds different splits"):
+        S.save_splits(S.kfold(m, 5, seed=2), path)
+    idx = S.split_indices(table, 0, 0)
+    assert set(idx) == {"train", "val", "test"} and len(np.concatenate(list(idx.values()))) == 80
+
+
+def test_too_many_folds_and_inconsistent_sessions_are_refused():
+    with pytest.raises(NeuroCNNError, match="fewer participants than the 20 folds"):
+        S.kfold(manifest(30), 20)
+    m = manifest()
+    m.loc[1, "label_index"] = 1 - m.loc[1, "label_index"]
+    with pytest.raises(NeuroCNNError, match="different labels in different sessions"):
+        S.kfold(m, 5)
