@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,28 @@ class CachedDataset(Dataset):  # type: ignore[type-arg]
         index = int(self.indices[item])
         # one copy out of the page cache, converted to float32 for the model
         image = torch.from_numpy(np.array(self._array[index], dtype=np.float32))
+        self._release(index)
         if self.transform is not None:
             image = self.transform(image)
         out: Any = (
             tuple(image[c : c + 1] for c in range(image.shape[0])) if (self.split_modalities) else image
         )
         return out, int(self.labels[index]), index
+
+    def _release(self, index: int) -> None:
+        """Drop the item's pages from this process's mapping once copied.
+
+        The kernel keeps them in its page cache (the next epoch still reads from RAM when it fits),
+        but they no longer count in the process's resident memory, which therefore stays flat
+        however large the cohort is.
+        """
+        mm = getattr(self._array, "_mmap", None)
+        if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        item = self._array[0].nbytes  # type: ignore[index]
+        start = self._array.offset % mmap.ALLOCATIONGRANULARITY + index * item  # type: ignore[union-attr]
+        aligned = start - start % mmap.PAGESIZE
+        mm.madvise(mmap.MADV_DONTNEED, aligned, start + item - aligned)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
