@@ -1,0 +1,68 @@
+"""The command line: help with examples, one-line errors with exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from neurocnn.cli import COMMANDS, build_parser, main
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_every_command_help_has_an_example():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        assert "Example:" in (p.epilog or ""), name
+        assert f"neurocnn {name}" in p.epilog, name
+
+
+def test_user_error_is_one_line_exit_2_no_traceback(make_cohort):
+    table = make_cohort(4)
+    (table.parent / "gm/sub-001_gm.nii.gz").unlink()
+    cmd = [sys.executable, "-m", "neurocnn.cli", "cohort", str(table), "--images", "gm,wm",
+           "--label", "diagnosis"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("neurocnn cohort: error:")
+    assert "sub-001 [gm]" in done.stderr and "file not found" in done.stderr
+    debug = subprocess.run([*cmd[:3], "--debug", *cmd[3:]], capture_output=True, text=True)
+    assert "Traceback" in debug.stderr and debug.returncode != 0
+
+
+def test_unknown_column_from_the_cli(make_cohort, capsys):
+    table = make_cohort(2)
+    assert main(["cohort", str(table), "--images", "t1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown column(s) 't1'" in err
+
+
+def test_cohort_prepare_splits_end_to_end(make_cohort, tmp_path, capsys):
+    table = make_cohort(10)
+    args = [str(table), "--images", "gm,wm", "--mask", "mask", "--label", "diagnosis"]
+    assert main(["cohort", *args, "--folds", "5"]) == 0
+    assert "10 subjects" in capsys.readouterr().out
+    out = tmp_path / "cache"
+    prep = ["prepare", *args, "--out", str(out), "--voxel-size", "5", "--shape", "10x12x10",
+            "--jobs", "1"]
+    assert main(prep) == 0
+    assert "prepared 10 subject(s)" in capsys.readouterr().out
+    assert main(prep) == 0
+    assert "up to date" in capsys.readouterr().out
+    splits = tmp_path / "run" / "splits.tsv"
+    assert main(["splits", str(out), "--folds", "5", "--out", str(splits)]) == 0
+    assert "5 split(s)" in capsys.readouterr().out and splits.exists()
+    assert main(["splits", str(out), "--folds", "5", "--seed", "9", "--out", str(splits)]) == 2
+    assert "already holds different splits" in capsys.readouterr().err
