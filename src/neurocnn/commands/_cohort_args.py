@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from neurocnn.data.cohort import Cohort, cohort_from_bids, read_cohort
+if TYPE_CHECKING:
+    from neurocnn.data.cohort import Cohort
 
 
 def add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +27,8 @@ def _split(text: str | None) -> list[str]:
 
 
 def cohort_from_args(args: argparse.Namespace, *, require_labels: bool) -> Cohort:
+    from neurocnn.data.cohort import cohort_from_bids, read_cohort
+
     classes = _split(args.classes) or None
     if args.bids is not None:
         images = _split(args.images)

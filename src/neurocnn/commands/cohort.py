@@ -7,7 +7,6 @@ from collections import Counter
 
 from neurocnn.commands._cohort_args import add_cohort_arguments, cohort_from_args
 from neurocnn.commands._help import add_command
-from neurocnn.data.cohort import validate_cohort
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    from neurocnn.data.cohort import validate_cohort
+
     cohort = cohort_from_args(args, require_labels=not args.unlabelled_ok)
     validate_cohort(cohort, n_folds=args.folds, require_labels=not args.unlabelled_ok)
     counts = Counter(s.label for s in cohort.subjects)

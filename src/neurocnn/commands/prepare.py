@@ -7,8 +7,6 @@ from pathlib import Path
 
 from neurocnn.commands._cohort_args import add_cohort_arguments, cohort_from_args, parse_shape
 from neurocnn.commands._help import add_command
-from neurocnn.data.prepare import prepare_cohort
-from neurocnn.data.preprocess import PrepareParams
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -41,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    from neurocnn.data.prepare import prepare_cohort
+    from neurocnn.data.preprocess import PrepareParams
+
     cohort = cohort_from_args(args, require_labels=False)
     clip = None if args.clip.lower() == "none" else tuple(float(v) for v in args.clip.split(","))
     params = PrepareParams(

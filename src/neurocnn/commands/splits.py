@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 
 from neurocnn.commands._help import add_command
-from neurocnn.data import splits as S
-from neurocnn.data.cache import open_cache
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    from neurocnn.data import splits as S
+    from neurocnn.data.cache import open_cache
+
     manifest = open_cache(args.cache).manifest
     if args.holdout:
         fr = tuple(float(v) for v in args.holdout.split(","))

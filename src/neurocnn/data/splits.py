@@ -245,7 +245,8 @@ def _finish(table: pd.DataFrame) -> pd.DataFrame:
     table = table[COLUMNS].copy()
     for c in ("repeat", "fold", "inner", "index", "label_index"):
         table[c] = table[c].astype(np.int64)
-    table["session_id"] = table["session_id"].where(table["session_id"].notna(), None)
+    sessions = table["session_id"].astype(object)
+    table["session_id"] = sessions.where(sessions.notna(), None)
     return table.sort_values(
         ["repeat", "inner", "fold", "role", "index"],
         kind="stable",
