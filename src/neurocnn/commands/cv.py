@@ -1,0 +1,310 @@
+"""`neurocnn cv`: cross-validated training into a run folder; `neurocnn cv gather RUN` combines folds.
+
+Multi-process and multi-node training (Lightning DDP):
+
+- one machine, several GPUs or CPU processes: ``neurocnn cv ... --accelerator gpu --devices 4
+  --strategy ddp`` (CPU: ``--accelerator cpu --devices 2 --strategy ddp``, gloo backend); Lightning
+  starts the other processes by running the same command again.
+- torchrun: ``torchrun --nproc-per-node 4 --nnodes 2 --node-rank N --master-addr HOST
+  $(which neurocnn) cv ... --devices 4 --num-nodes 2 --strategy ddp``.
+- SLURM: ``srun neurocnn cv ... --devices 4 --num-nodes 2 --strategy ddp`` in an sbatch script with
+  ``--ntasks-per-node=4 --nodes=2`` (Lightning reads the SLURM variables).
+- folds as separate jobs: a job array of ``neurocnn cv ... --fold $((SLURM_ARRAY_TASK_ID % K))
+  --repeat $((SLURM_ARRAY_TASK_ID / K))``, then ``neurocnn cv gather RUN``.
+
+``--batch-size`` is the global batch: each of P processes gets batch/P subjects per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from neurocnn.commands._help import add_command
+from neurocnn.errors import NeuroCNNError
+
+AUGMENTS = ("flip", "shift", "rotate", "zoom", "bias", "noise", "gibbs", "spike", "motion", "ghosting")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = add_command(
+        sub,
+        "cv",
+        help="cross-validated training of a model on a prepared cohort",
+        description="Train a registered model with stratified k-fold cross-validation (or "
+        "train/validation/test fractions, or an independent test cohort) into a run folder: config, "
+        "splits, environment, per-fold checkpoints, history, out-of-fold predictions, metrics with "
+        "95% bootstrap CIs. The best checkpoint is chosen on a validation set carved from the "
+        "training fold, never on the test fold. `neurocnn cv gather RUN` combines folds trained "
+        "by separate jobs (--fold). See `python -m pydoc neurocnn.commands.cv` for DDP, torchrun "
+        "and SLURM launch lines.",
+        example="neurocnn cv cache/synth_3mm --model mrinet --folds 5 --epochs 30 --out runs/mrinet\n"
+        "neurocnn cv cache/synth_3mm --model mrinet --folds 5 --permute-labels --out runs/perm\n"
+        "neurocnn cv cache/synth_3mm --model mrinet --folds 5 --fold 3 --out runs/mrinet\n"
+        "neurocnn cv gather runs/mrinet",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("cache", nargs="?", help="prepared cohort folder (or `gather`)")
+    p.add_argument("gather_run", nargs="?", metavar="RUN", help="with `gather`: the run folder")
+    p.add_argument("--out", type=Path, help="run folder to write")
+    p.add_argument("--config", type=Path, help="YAML configuration; options given here override it")
+    p.add_argument("--seed", type=int)
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="model name (`neurocnn models` lists them)")
+    g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
+    g.add_argument("--modalities", choices=["auto", "branches", "channels"])
+    g = p.add_argument_group("splits")
+    g.add_argument("--folds", type=int, help="k of stratified k-fold (default 10)")
+    g.add_argument("--repeats", type=int, help="repetitions with different splits")
+    g.add_argument("--val", type=float, help="validation share carved from training (default 0.1)")
+    g.add_argument("--holdout", help="train,val,test fractions instead of k-fold, e.g. 0.8,0.1,0.1")
+    g.add_argument("--independent", action="store_true", help="train on all (test: `neurocnn evaluate`)")
+    g.add_argument("--nested", type=int, help="inner folds for --search")
+    g.add_argument(
+        "--search", action="append", default=[], metavar="KEY=V1,V2", help="e.g. optim.lr=1e-3,1e-4"
+    )
+    g.add_argument("--subset", type=float, help="stratified share of training subjects kept (S2: 0.2)")
+    g.add_argument("--splits", type=Path, help="use this split table")
+    g.add_argument("--permute-labels", action="store_true", help="shuffled labels: must give chance")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "adadelta"])
+    g.add_argument("--lr", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--schedule", choices=["none", "plateau", "multistep", "cosine"])
+    g.add_argument("--milestones", help="multi-step epochs, e.g. 5,15")
+    g.add_argument("--gamma", type=float)
+    g.add_argument("--plateau-patience", type=int)
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="global batch size")
+    g.add_argument("--early-stopping", type=int, help="patience in epochs on validation loss; 0: off")
+    g.add_argument("--select", choices=["balanced_accuracy", "loss"], help="best-checkpoint metric")
+    g.add_argument("--class-weights", choices=["balanced", "none"])
+    g.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    g.add_argument("--workers", type=int, help="data-loader worker processes")
+    g = p.add_argument_group("augmentation (training set only)")
+    g.add_argument("--augment", help=f"comma-separated from {', '.join(AUGMENTS)}, or none")
+    g.add_argument("--shift", help="translation range in voxels (default -2,3)")
+    g.add_argument("--rotate", type=float, help="maximum rotation in degrees (default 10)")
+    g.add_argument("--zoom", help="zoom range (default 0.9,1.1)")
+    g.add_argument("--augment-probability", type=float)
+    g = p.add_argument_group("transfer learning")
+    g.add_argument("--transfer-from", help="source run folder or checkpoint (same architecture)")
+    g.add_argument("--backbone-lr-factor", type=float, help="backbone lr / head lr (default 0.001)")
+    g.add_argument("--freeze-backbone", action="store_true")
+    g = p.add_argument_group("tracking and hardware")
+    g.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard")
+    g.add_argument(
+        "--mlflow", nargs="?", const="", metavar="URI", help="MLflow store (default file:RUN/mlruns)"
+    )
+    g.add_argument("--accelerator", help="cpu, gpu, auto")
+    g.add_argument("--devices", help="number of devices/processes")
+    g.add_argument("--strategy", help="auto, ddp")
+    g.add_argument("--num-nodes", type=int)
+    g = p.add_argument_group("run control")
+    g.add_argument("--fold", help="train only these outer folds, e.g. 3 or 0,1 (job arrays)")
+    g.add_argument("--repeat", help="train only these repeats")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    g.add_argument("--no-progress", action="store_true")
+
+
+def _pairs(items: list[str], what: str) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise NeuroCNNError(f"{what} {item!r} must look like KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def _numbers(text: str, cast: type, what: str) -> list[Any]:
+    try:
+        return [cast(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise NeuroCNNError(f"{what} {text!r} must be comma-separated numbers") from None
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration sections given on the command line."""
+    o: dict[str, Any] = {"model": {}, "splits": {}, "optim": {}, "train": {}, "augment": {}}
+    o["transfer"], o["logging"] = {}, {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            o[section][key] = value
+
+    if args.cache:
+        o["cache"] = args.cache
+    if args.seed is not None:
+        o["seed"] = args.seed
+    if args.permute_labels:
+        o["permute_labels"] = True
+    put("model", "name", args.model)
+    if args.model_option:
+        o["model"]["options"] = {
+            k: yaml.safe_load(v) for k, v in _pairs(args.model_option, "--model-option").items()
+        }
+    put("model", "modalities", args.modalities)
+    put("splits", "folds", args.folds)
+    put("splits", "repeats", args.repeats)
+    put("splits", "val_fraction", args.val)
+    put("splits", "nested", args.nested)
+    put("splits", "subset", args.subset)
+    put("splits", "table", str(args.splits) if args.splits else None)
+    if args.holdout:
+        put("splits", "scheme", "holdout")
+        put("splits", "fractions", _numbers(args.holdout, float, "--holdout"))
+    if args.independent:
+        put("splits", "scheme", "independent")
+    if args.search:
+        o["search"] = {
+            k: [yaml.safe_load(v) for v in vs.split(",")] for k, vs in _pairs(args.search, "--search").items()
+        }
+    for key in ("optimizer", "lr", "weight_decay", "momentum", "schedule", "gamma", "plateau_patience"):
+        put("optim", key, getattr(args, key))
+    if args.milestones:
+        put("optim", "milestones", _numbers(args.milestones, int, "--milestones"))
+    put("train", "max_epochs", args.epochs)
+    put("train", "batch_size", args.batch_size)
+    if args.early_stopping is not None:
+        put("train", "early_stopping", args.early_stopping or None)
+    for key in ("select", "class_weights", "precision", "accelerator", "strategy", "num_nodes"):
+        put("train", key, getattr(args, key))
+    put("train", "num_workers", args.workers)
+    if args.devices is not None:
+        put("train", "devices", int(args.devices) if args.devices.isdigit() else args.devices)
+    if args.augment is not None:
+        chosen = [a.strip() for a in args.augment.split(",") if a.strip() and a.strip() != "none"]
+        unknown = sorted(set(chosen) - set(AUGMENTS))
+        if unknown:
+            raise NeuroCNNError(
+                f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(AUGMENTS)}"
+            )
+        o["augment"].update(
+            flip="flip" in chosen,
+            shift=_numbers(args.shift or "-2,3", int, "--shift") if "shift" in chosen else None,
+            rotate=(args.rotate if args.rotate is not None else 10.0) if "rotate" in chosen else 0.0,
+            zoom=_numbers(args.zoom or "0.9,1.1", float, "--zoom") if "zoom" in chosen else None,
+            artefacts=[a for a in chosen if a not in ("flip", "shift", "rotate", "zoom")],
+        )
+    put("augment", "probability", args.augment_probability)
+    put("transfer", "source", args.transfer_from)
+    put("transfer", "backbone_lr_factor", args.backbone_lr_factor)
+    if args.freeze_backbone:
+        o["transfer"]["freeze_backbone"] = True
+    if args.tensorboard:
+        o["logging"]["tensorboard"] = True
+    if args.mlflow is not None:
+        uri = args.mlflow or f"file:{(Path(args.out) / 'mlruns').resolve()}"
+        o["logging"]["mlflow"] = uri
+    return {k: v for k, v in o.items() if v != {}}
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    from neurocnn.training.config import merge, parse_config
+    from neurocnn.training.runfolder import CONFIG
+
+    base: dict[str, Any] = {}
+    existing = args.out / CONFIG if args.out else None
+    if args.resume and existing is not None and existing.exists():
+        base = yaml.safe_load(existing.read_text())
+    elif args.config:
+        if not args.config.exists():
+            raise NeuroCNNError(f"configuration {args.config} not found")
+        base = yaml.safe_load(args.config.read_text()) or {}
+    data = merge(base, overrides(args))
+    if "cache" not in data:
+        raise NeuroCNNError("give the prepared cohort (CACHE) or a --config that names it")
+    if "name" not in data.get("model", {}):
+        raise NeuroCNNError("give a model (--model NAME); `neurocnn models` lists them")
+    return parse_config(data, "the configuration")
+
+
+def _quiet_lightning() -> None:
+    # Lightning announces hardware and tips at INFO level; the progress bars say what matters.
+    # (Importing Lightning sets its level to INFO, so import it first.)
+    import lightning.pytorch  # noqa: F401
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.cache == "gather":
+        return gather_command(args)
+    if args.gather_run:
+        raise NeuroCNNError(f"unexpected argument {args.gather_run!r}")
+    if args.out is None:
+        raise NeuroCNNError("give the run folder to write (--out RUN)")
+    _quiet_lightning()
+    from neurocnn.evaluation.summary import describe
+    from neurocnn.training.crossval import process_rank, run_cv
+
+    config = build_config(args)
+    folds = _numbers(args.fold, int, "--fold") if args.fold else None
+    repeats = _numbers(args.repeat, int, "--repeat") if args.repeat else None
+    result = run_cv(
+        config,
+        args.out,
+        folds=folds,
+        repeats=repeats,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    if process_rank() != 0:
+        return 0
+    if result.summary is not None:
+        print(describe(result.summary))
+        print(f"{result.run}: predictions.csv, metrics.json, summary.json")
+    else:
+        print(
+            f"{result.run}: trained {', '.join(result.trained) or 'no fold'}"
+            + (f" (kept {', '.join(result.skipped)})" if result.skipped else "")
+            + "; when every fold is done run `neurocnn cv gather "
+            + str(result.run)
+            + "`"
+        )
+    if result.failed:
+        for name, why in result.failed.items():
+            print(f"fold {name} failed: {why} (details in folds/{name}/error.txt)", file=sys.stderr)
+        print("rerun with --resume to retry the failed folds", file=sys.stderr)
+        return 1
+    return 0
+
+
+def gather_command(args: argparse.Namespace) -> int:
+    from neurocnn.evaluation.summary import describe, gather
+
+    if not args.gather_run:
+        raise NeuroCNNError("usage: neurocnn cv gather RUN")
+    summary = gather(Path(args.gather_run))
+    print(describe(summary))
+    return 0 if not summary["missing"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m neurocnn.commands.cv`` (used by DDP launchers and tests)."""
+    parser = argparse.ArgumentParser(prog="neurocnn cv")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except NeuroCNNError as exc:
+        print(f"neurocnn cv: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The LightningModule: a zoo network, its loss, optimiser and schedule. No loops, no devices.
+
+Loss: cross-entropy with optional class weights ("balanced": n / (K · n_k) from the training fold),
+summed over the batch and divided by the batch size. With balanced weights the mean weight over the
+training set is 1, so this is an unbiased per-sample loss whose DDP average equals the loss of the
+global batch (a weighted mean normalised per process would not).
+
+Slice models (2D networks over the slices of a volume, S4) train on slices: every slice is a sample
+with its subject's label. Validation and prediction are per subject (mean slice logits for the loss,
+majority vote and mean probability for the decision).
+
+Validation is computed once over the whole validation set at the end of each epoch (loss, accuracy,
+balanced accuracy); every DDP process validates on all of it, so all agree on the best checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neurocnn.models import build, info
+from neurocnn.training.config import ExperimentConfig
+from neurocnn.training.optim import lightning_optimizers, make_optimizer, parameter_groups
+from neurocnn.training.sampling import sample_seed
+
+
+def resolve_modalities(config: ExperimentConfig, channels: int) -> str:
+    """'branches' or 'channels': how several modalities reach the network."""
+    mode = config.model.modalities
+    if channels == 1:
+        return "channels"
+    if mode == "auto":
+        return "branches" if info(config.model.name).multimodal else "channels"
+    return mode
+
+
+def build_network(config: ExperimentConfig, shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """The configured zoo model for cache arrays of ``shape`` (N or 1, C, X, Y, Z)."""
+    channels, spatial = int(shape[1]), tuple(int(s) for s in shape[2:])
+    kwargs: dict[str, Any] = {"num_classes": n_classes, "input_shape": spatial, **config.model.options}
+    if resolve_modalities(config, channels) == "branches":
+        return build(config.model.name, in_channels=1, modalities=channels, **kwargs)
+    return build(config.model.name, in_channels=channels, **kwargs)
+
+
+def is_slice_model(net: nn.Module) -> bool:
+    return hasattr(net, "slice_logits") and hasattr(net, "vote")
+
+
+def class_weights(labels: Any, n_classes: int) -> Tensor:
+    """scikit-learn's "balanced" weights n / (K · n_k); classes absent from training get weight 0."""
+    y = torch.as_tensor(labels, dtype=torch.long)
+    counts = torch.bincount(y, minlength=n_classes).double()
+    w = torch.where(counts > 0, len(y) / (n_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+    return w.float()
+
+
+class Classifier(L.LightningModule):
+    """Trains ``net`` (any zoo model returning logits) on (image, label, index) batches."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        config: ExperimentConfig,
+        *,
+        weights: Tensor | None = None,
+        head_names: list[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.config = config
+        self.head_names = head_names or []
+        self.seed = seed
+        self.slices = is_slice_model(net)
+        self.register_buffer("weights", weights, persistent=False)
+        self._val: list[tuple[Tensor, Tensor]] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), y, weight=self.weights, reduction="sum") / max(1, len(y))
+
+    # --- training ----------------------------------------------------------------------------------
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        # dropout (any use of the global generator): a function of (seed, epoch, step, rank), so a
+        # resumed run replays exactly the steps it lost
+        torch.manual_seed(sample_seed(self.seed, self.current_epoch, batch_idx, self.global_rank, 0xD0))
+        x, y, _ = batch
+        if self.slices:
+            logits = self.net.slice_logits(x)  # (B, S, K): every slice a sample with its subject's label
+            s = logits.shape[1]
+            per_slice = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(),
+                y.repeat_interleave(s),
+                weight=self.weights,
+                reduction="none",
+            )
+            loss = per_slice.sum() / (len(y) * s)
+        else:
+            loss = self.loss(self.net(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        opt = self.optimizers()
+        optimizer = opt.optimizer if hasattr(opt, "optimizer") else opt
+        self.log("lr", float(optimizer.param_groups[0]["lr"]), on_epoch=True, sync_dist=False)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if mode and self.config.transfer.freeze_backbone and self.head_names:
+            # a frozen backbone keeps its BatchNorm statistics too
+            heads = {n.rsplit(".", 1)[0] for n in self.head_names}
+            for name, module in self.net.named_modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and name not in heads:
+                    module.eval()
+        return self
+
+    # --- validation --------------------------------------------------------------------------------
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y, _ = batch
+        self._val.append((self.net(x).float().detach(), y.detach()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        logits = torch.cat([v[0] for v in self._val])
+        y = torch.cat([v[1] for v in self._val])
+        self._val.clear()
+        pred = logits.argmax(1)
+        recalls = [(pred[y == c] == c).float().mean() for c in torch.unique(y)]
+        values = {
+            "val_loss": self.loss(logits, y),
+            "val_accuracy": (pred == y).float().mean(),
+            "val_balanced_accuracy": torch.stack(recalls).mean(),
+        }
+        # every process validated on the whole set: the values agree, no reduction needed
+        self.log_dict(values, on_epoch=True, sync_dist=False)
+
+    # --- optimisation ------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        optimizer = make_optimizer(parameter_groups(self.net, self.config, self.head_names), self.config)
+        return lightning_optimizers(optimizer, self.config)

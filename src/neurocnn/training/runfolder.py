@@ -1,0 +1,227 @@
+"""The run folder: everything a training run produced, readable by every later step.
+
+::
+
+    RUN/
+      config.yaml          resolved configuration (yaml.safe_dump)
+      data.json            the training cohort: cache path, preparation parameters, classes,
+                           modalities, array shape, participants and input-file hashes (for
+                           `predict`'s leakage check and for preparing new scans the same way)
+      splits.tsv           the split table (neurocnn.data.splits.save_splits)
+      environment.json     versions, git commit, hardware, command line
+      folds/r{R}_f{F}/     best.ckpt, last.ckpt, history.csv, predictions.csv, metrics.json
+                           (metrics.json is written last: its presence marks a finished fold);
+                           error.txt when the fold failed
+      predictions.csv      out-of-fold predictions of every finished fold
+      metrics.json         pooled out-of-fold metrics with 95% bootstrap CIs
+      summary.json         per-fold metrics, mean ± std, pooled metrics and CIs, missing folds
+
+A run folder is never replaced without ``overwrite``; ``resume`` continues it only with the same
+configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from neurocnn import __version__
+from neurocnn.errors import NeuroCNNError
+from neurocnn.training.config import ExperimentConfig, parse_config
+
+CONFIG, DATA, SPLITS, ENVIRONMENT = "config.yaml", "data.json", "splits.tsv", "environment.json"
+
+
+def fold_name(repeat: int, fold: int) -> str:
+    return f"r{repeat}_f{fold}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    @property
+    def folds(self) -> Path:
+        return self.path / "folds"
+
+    def fold_dir(self, repeat: int, fold: int) -> Path:
+        return self.folds / fold_name(repeat, fold)
+
+    def is_done(self, repeat: int, fold: int) -> bool:
+        return (self.fold_dir(repeat, fold) / "metrics.json").exists()
+
+    def config(self) -> ExperimentConfig:
+        return read_config(self.path)
+
+    def data(self) -> dict[str, Any]:
+        path = self.path / DATA
+        if not path.exists():
+            raise NeuroCNNError(f"{self.path} has no {DATA}; it is not a neurocnn training run")
+        return json.loads(path.read_text())
+
+
+def read_config(run: Path) -> ExperimentConfig:
+    path = Path(run) / CONFIG
+    if not path.exists():
+        raise NeuroCNNError(f"{run} is not a run folder (no {CONFIG}); train one with `neurocnn cv`")
+    return parse_config(yaml.safe_load(path.read_text()), str(path))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def open_run(
+    path: Path | str,
+    config: ExperimentConfig,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    shared: bool = False,
+) -> RunFolder:
+    """Create the run folder, or continue it.
+
+    Parameters
+    ----------
+    overwrite
+        Delete an existing run folder first (refused for folders that are not run folders).
+    resume
+        Continue an existing run made with the same configuration.
+    shared
+        Several jobs (``--fold``) fill one run folder: an existing folder with the same
+        configuration is accepted; each job refuses only a fold that already exists.
+    """
+    path = Path(path)
+    run = RunFolder(path)
+    exists = path.exists() and any(path.iterdir())
+    if exists and overwrite:
+        if not (path / CONFIG).exists():
+            raise NeuroCNNError(
+                f"{path} exists and is not a neurocnn run folder; it was left alone. Choose another --out"
+            )
+        shutil.rmtree(path)
+        exists = False
+    if exists:
+        if not (path / CONFIG).exists():
+            raise NeuroCNNError(f"{path} exists and is not a neurocnn run folder; choose another --out")
+        old = read_config(path)
+        if old.model_dump() != config.model_dump():
+            changed = _differences(old.model_dump(), config.model_dump())
+            raise NeuroCNNError(
+                f"{path} holds a run with a different configuration ({'; '.join(changed[:5])}); "
+                "use another --out, or --overwrite to replace it"
+            )
+        if not (resume or shared):
+            raise NeuroCNNError(
+                f"{path} already holds this run; --resume continues it, --overwrite replaces it"
+            )
+        return run
+    path.mkdir(parents=True, exist_ok=True)
+    write_text(path / CONFIG, config.to_yaml())
+    return run
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return out
+
+
+def environment() -> dict[str, Any]:
+    """Versions, git commit, hardware and command line, for environment.json."""
+    import lightning
+    import numpy
+    import sklearn
+    import torch
+
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else []
+    )
+    return {
+        "neurocnn": __version__,
+        "git_commit": _git_commit(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "numpy": numpy.__version__,
+        "scikit_learn": sklearn.__version__,
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpus": gpus,
+        "cuda": torch.version.cuda,
+        "command": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """JSON with NaN written as null (strict JSON readers reject NaN)."""
+    write_text(path, json.dumps(_clean(data), indent=1, default=_plain, allow_nan=False) + "\n")
+
+
+def _clean(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

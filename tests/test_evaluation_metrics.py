@@ -1,0 +1,91 @@
+"""Metrics against scikit-learn, the fast bootstrap path, subject-level bootstrap intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from neurocnn.evaluation.metrics import (
+    METRICS,
+    bootstrap_ci,
+    classification_metrics,
+    fast_metrics,
+    summarise_folds,
+)
+
+
+def test_binary_metrics_match_definitions():
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    pred = np.array([0, 0, 1, 1, 1, 1, 0, 0])
+    prob = np.stack([1 - pred * 0.8 - 0.1, pred * 0.8 + 0.1], axis=1)
+    m = classification_metrics(y, prob)
+    assert m["sensitivity"] == pytest.approx(3 / 5)  # recall of class 1
+    assert m["specificity"] == pytest.approx(2 / 3)  # recall of class 0
+    assert m["balanced_accuracy"] == pytest.approx((3 / 5 + 2 / 3) / 2)
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert m["precision"] == pytest.approx(3 / 4)
+    assert m["mcc"] == pytest.approx(skm.matthews_corrcoef(y, pred))
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(y, prob[:, 1]))
+
+
+def test_explicit_decision_overrides_argmax():
+    y = np.array([0, 1])
+    prob = np.array([[0.4, 0.6], [0.4, 0.6]])
+    assert classification_metrics(y, prob)["accuracy"] == 0.5
+    assert classification_metrics(y, prob, np.array([0, 1]))["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_fast_metrics_equal_scikit_learn(k):
+    rng = np.random.default_rng(k)
+    for trial in range(40):
+        n = int(rng.integers(4, 50))
+        y = rng.integers(0, k, n)
+        prob = rng.dirichlet(np.ones(k), n)
+        if trial % 4 == 0:
+            prob = np.round(prob, 1)  # ties in the scores
+        a = classification_metrics(y, prob)
+        b = fast_metrics(y, prob, prob.argmax(1))
+        for name in METRICS:
+            assert a[name] == pytest.approx(b[name], nan_ok=True), (name, trial)
+
+
+def test_auc_undefined_with_one_class():
+    m = classification_metrics(np.array([1, 1, 1]), np.array([[0.2, 0.8]] * 3))
+    assert np.isnan(m["auc"])
+    assert m["accuracy"] == 1.0
+
+
+def test_bootstrap_ci_covers_the_estimate_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 120)
+    prob = np.clip(0.5 + 0.3 * (2 * y - 1) + 0.3 * rng.standard_normal(120), 0, 1)
+    prob = np.stack([1 - prob, prob], 1)
+    m = classification_metrics(y, prob)
+    ci = bootstrap_ci(y, prob, n_boot=500, seed=1)
+    assert ci == bootstrap_ci(y, prob, n_boot=500, seed=1)
+    for name in METRICS:
+        lo, hi = ci[name]
+        assert lo <= m[name] <= hi, name
+    assert 0 < ci["balanced_accuracy"][1] - ci["balanced_accuracy"][0] < 0.3
+
+
+def test_bootstrap_resamples_subjects_not_rows():
+    # every subject appears 5 times (repeats): a row bootstrap would give a too-narrow interval
+    rng = np.random.default_rng(3)
+    y1 = rng.integers(0, 2, 30)
+    p1 = rng.random(30)
+    y, p = np.tile(y1, 5), np.tile(p1, 5)
+    prob = np.stack([1 - p, p], 1)
+    groups = np.tile(np.arange(30), 5)
+    by_subject = bootstrap_ci(y, prob, groups, n_boot=400)["accuracy"]
+    by_row = bootstrap_ci(y, prob, n_boot=400)["accuracy"]
+    assert by_subject[1] - by_subject[0] > 1.6 * (by_row[1] - by_row[0])
+
+
+def test_summarise_folds_mean_and_sample_std():
+    out = summarise_folds([{"accuracy": 0.5, "best_epoch": 3}, {"accuracy": 0.7, "best_epoch": None}])
+    assert out["accuracy"]["mean"] == pytest.approx(0.6)
+    assert out["accuracy"]["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert out["best_epoch"]["n"] == 1

@@ -1,0 +1,57 @@
+"""Model selection never looks at the test fold: perturbing only the test subjects changes nothing
+in training, the chosen checkpoint or the validation history; only the test predictions change."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neurocnn.data.cache import open_cache
+from neurocnn.data.splits import kfold, split_indices
+from neurocnn.training import parse_config
+from neurocnn.training.fold import FoldPlan, fit_fold
+from training_fixtures import tiny_config, write_cache
+
+
+def test_test_fold_perturbation_does_not_change_the_chosen_checkpoint(tmp_path):
+    import lightning.pytorch  # noqa: F401
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    clean = write_cache(tmp_path / "clean", 30, effect=3.0)
+    cache = open_cache(clean)
+    ids = split_indices(kfold(cache.manifest, 3, val_fraction=0.2), 0, 0)
+    plan = FoldPlan(0, 0, ids["train"], ids["val"], ids["test"])
+
+    # the same cohort with the test subjects' images replaced by noise and their labels flipped
+    perturbed = write_cache(tmp_path / "perturbed", 30, effect=3.0)
+    data = np.load(perturbed / "data.npy")
+    data[ids["test"]] = np.random.default_rng(9).standard_normal(data[ids["test"]].shape) * 5
+    np.save(perturbed / "data.npy", data)
+    manifest = pd.read_csv(perturbed / "manifest.tsv", sep="\t")
+    manifest.loc[ids["test"], "label_index"] = 1 - manifest.loc[ids["test"], "label_index"]
+    manifest.to_csv(perturbed / "manifest.tsv", sep="\t", index=False)
+
+    config = parse_config(tiny_config(clean, train={"max_epochs": 4, "batch_size": 4, "early_stopping": 2}))
+    a = fit_fold(config, cache, plan, tmp_path / "fold_a", progress=False)
+    b = fit_fold(
+        config.with_overrides({"cache": str(perturbed)}),
+        open_cache(perturbed),
+        plan,
+        tmp_path / "fold_b",
+        progress=False,
+    )
+    assert a["best_epoch"] == b["best_epoch"] and a["epochs_run"] == b["epochs_run"]
+    assert a["best_validation"] == b["best_validation"]
+    sa = torch.load(tmp_path / "fold_a/best.ckpt", weights_only=True)["state_dict"]
+    sb = torch.load(tmp_path / "fold_b/best.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "fold_a/history.csv"), pd.read_csv(tmp_path / "fold_b/history.csv")
+    )
+    # ...while the test predictions did see the perturbation
+    pa = pd.read_csv(tmp_path / "fold_a/predictions.csv")
+    pb = pd.read_csv(tmp_path / "fold_b/predictions.csv")
+    assert not np.allclose(pa["prob_patient"], pb["prob_patient"])
