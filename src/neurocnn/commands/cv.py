@@ -70,7 +70,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--independent", action="store_true", help="train on all (test: `neurocnn evaluate`)")
     g.add_argument("--nested", type=int, help="inner folds for --search")
     g.add_argument(
-        "--search", action="append", default=[], metavar="KEY=V1,V2", help="e.g. optim.lr=1e-3,1e-4"
+        "--search",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="e.g. optim.lr=1e-3,1e-4 (';' between values that hold commas)",
     )
     g.add_argument("--subset", type=float, help="stratified share of training subjects kept (S2: 0.2)")
     g.add_argument("--splits", type=Path, help="use this split table")
@@ -128,6 +132,16 @@ def _pairs(items: list[str], what: str) -> dict[str, Any]:
     return out
 
 
+def _value(text: str) -> Any:
+    """A command-line value: a number when it reads as one (YAML misses ``1e-3``), else YAML."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
 def _numbers(text: str, cast: type, what: str) -> list[Any]:
     try:
         return [cast(v) for v in text.split(",") if v.strip()]
@@ -152,9 +166,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["permute_labels"] = True
     put("model", "name", args.model)
     if args.model_option:
-        o["model"]["options"] = {
-            k: yaml.safe_load(v) for k, v in _pairs(args.model_option, "--model-option").items()
-        }
+        o["model"]["options"] = {k: _value(v) for k, v in _pairs(args.model_option, "--model-option").items()}
     put("model", "modalities", args.modalities)
     put("splits", "folds", args.folds)
     put("splits", "repeats", args.repeats)
@@ -169,7 +181,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         put("splits", "scheme", "independent")
     if args.search:
         o["search"] = {
-            k: [yaml.safe_load(v) for v in vs.split(",")] for k, vs in _pairs(args.search, "--search").items()
+            k: [_value(v) for v in (vs.split(";") if ";" in vs else vs.split(","))]
+            for k, vs in _pairs(args.search, "--search").items()
         }
     for key in ("optimizer", "lr", "weight_decay", "momentum", "schedule", "gamma", "plateau_patience"):
         put("optim", key, getattr(args, key))
@@ -178,7 +191,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("train", "max_epochs", args.epochs)
     put("train", "batch_size", args.batch_size)
     if args.early_stopping is not None:
-        put("train", "early_stopping", args.early_stopping or None)
+        o["train"]["early_stopping"] = args.early_stopping or None
     for key in ("select", "class_weights", "precision", "accelerator", "strategy", "num_nodes"):
         put("train", key, getattr(args, key))
     put("train", "num_workers", args.workers)

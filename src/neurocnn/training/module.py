@@ -79,6 +79,16 @@ class Classifier(L.LightningModule):
         self.slices = is_slice_model(net)
         self.register_buffer("weights", weights, persistent=False)
         self._val: list[tuple[Tensor, Tensor]] = []
+        # a frozen backbone keeps its BatchNorm statistics too
+        heads = {n.rsplit(".", 1)[0] for n in self.head_names}
+        self._frozen_norms = [
+            m
+            for name, m in net.named_modules()
+            if config.transfer.freeze_backbone
+            and heads
+            and isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and name not in heads
+        ]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -92,6 +102,8 @@ class Classifier(L.LightningModule):
         # dropout (any use of the global generator): a function of (seed, epoch, step, rank), so a
         # resumed run replays exactly the steps it lost
         torch.manual_seed(sample_seed(self.seed, self.current_epoch, batch_idx, self.global_rank, 0xD0))
+        for norm in self._frozen_norms:
+            norm.eval()
         x, y, _ = batch
         if self.slices:
             logits = self.net.slice_logits(x)  # (B, S, K): every slice a sample with its subject's label
@@ -112,16 +124,6 @@ class Classifier(L.LightningModule):
         opt = self.optimizers()
         optimizer = opt.optimizer if hasattr(opt, "optimizer") else opt
         self.log("lr", float(optimizer.param_groups[0]["lr"]), on_epoch=True, sync_dist=False)
-
-    def train(self, mode: bool = True) -> Classifier:
-        super().train(mode)
-        if mode and self.config.transfer.freeze_backbone and self.head_names:
-            # a frozen backbone keeps its BatchNorm statistics too
-            heads = {n.rsplit(".", 1)[0] for n in self.head_names}
-            for name, module in self.net.named_modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and name not in heads:
-                    module.eval()
-        return self
 
     # --- validation --------------------------------------------------------------------------------
 
