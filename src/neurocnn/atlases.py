@@ -147,6 +147,8 @@ def load_atlas(
     text = str(name)
     looks_like_path = text.endswith((".nii", ".nii.gz")) or Path(text).is_file()
     if looks_like_path:
+        if not Path(text).is_file():
+            raise NeuroCNNError(f"label map {text}: file not found; give the path of a NIfTI image")
         if labels is None:
             raise NeuroCNNError(
                 f"label map {text}: a label table is needed to name its regions; give a CSV/TSV "
