@@ -379,3 +379,30 @@ def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         _cli(tmp_path, str(tmp_path / "x"), "--sphere-effect", "1,2:gm")
     with pytest.raises(NeuroCNNError, match="not generated"):
         _cli(tmp_path, str(tmp_path / "x"), "--modalities", "gm", "--sphere-effect=0,0,0,9:fa")
+
+
+def test_effect_in_a_user_label_map(tmp_path: Path) -> None:
+    # a user's label map on its own (2 mm) grid, with a label table: a box of label 5 in white matter
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-90, -126, -72]
+    labels = np.zeros((91, 109, 91), dtype=np.uint8)
+    labels[25:35, 50:60, 45:55] = 5  # x -40..-22, y -26..-8, z 18..36 mm
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "wm_box.nii.gz")
+    (tmp_path / "wm_box.csv").write_text("index,name\n5,Box\n")
+    effect = Effect(
+        kind="atlas",
+        name="box",
+        atlas=str(tmp_path / "wm_box.nii.gz"),
+        atlas_labels=str(tmp_path / "wm_box.csv"),
+        regions=["Box"],
+        modality="fa",
+    )
+    out = tmp_path / "cohort"
+    make_cohort(_spec(n_subjects=4, effects=[effect]), out, workers=1)
+    truth = _load(out, "ground_truth/box.nii.gz")
+    _, grid = mni_grid(VOXEL)
+    ijk = np.argwhere(truth.get_fdata() > 0)
+    xyz = nib.affines.apply_affine(grid, ijk)
+    assert xyz.min(0)[0] >= -41 and xyz.max(0)[0] <= -21 and len(ijk) > 0
+    info = json.loads((out / "cohort.json").read_text())
+    assert info["effects"][0]["regions"] == [{"label": 5, "name": "Box", "n_voxels": len(ijk)}]
