@@ -123,8 +123,15 @@ def data_record(cache: PreparedCohort) -> dict[str, Any]:
         "affine": cache.info.get("common_affine"),
         "label_column": cache.info.get("label_column"),
         "participants": sorted(labelled["participant_id"].astype(str).unique().tolist()),
-        "input_sha256": sorted({v["sha256"] for v in cache.info.get("inputs", {}).values()}),
+        "input_sha256": image_hashes(cache),
     }
+
+
+def image_hashes(cache: PreparedCohort) -> list[str]:
+    """sha256 of every image file of the cohort (masks left out: one mask may serve everyone)."""
+    inputs = cache.info.get("inputs", {})
+    paths = [p for files in cache.info.get("subject_files", []) for m, p in files.items() if m != "mask"]
+    return sorted({inputs[p]["sha256"] for p in paths if p in inputs})
 
 
 def resolve(config: ExperimentConfig, cache: PreparedCohort) -> ExperimentConfig:

@@ -1,0 +1,71 @@
+"""`neurocnn evaluate`: the fold models of a run as an ensemble on an independent labelled cohort."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from neurocnn.commands import _run_cohort
+from neurocnn.commands._help import add_command
+from neurocnn.errors import NeuroCNNError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = add_command(
+        sub,
+        "evaluate",
+        help="evaluate a run's fold models as an ensemble on an independent cohort",
+        description="Prepare the cohort exactly as the run's training cohort was, apply every fold's "
+        "best model, and report the mean-probability and majority-vote ensembles (S1) with 95% "
+        "bootstrap CIs over participants. Results go to RUN/evaluations/NAME.",
+        example="neurocnn evaluate runs/mrinet --cohort ../shared/data/site_b/participants.tsv "
+        "--label diagnosis",
+    )
+    _run_cohort.add_arguments(p)
+    p.add_argument("--label", help="label column (default: the run's)")
+    p.add_argument("--classes", help="class order of the table, comma-separated")
+    p.add_argument("--name", help="name of the evaluation folder (default: the table's name)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from neurocnn.data.cache import open_cache
+    from neurocnn.data.cohort import read_cohort
+    from neurocnn.evaluation.ensemble import evaluate_cohort
+    from neurocnn.evaluation.predict import prepare_like_run
+    from neurocnn.training.runfolder import RunFolder
+
+    run_folder = RunFolder(args.run)
+    data = run_folder.data()
+    if args.cache is not None:
+        cache = open_cache(args.cache)
+        name = args.name or args.cache.name
+    elif args.cohort is not None:
+        images = args.images.split(",") if args.images else data["modalities"]
+        cohort = read_cohort(
+            args.cohort,
+            images=images,
+            label=args.label or data.get("label_column"),
+            mask=args.mask,
+            classes=args.classes.split(",") if args.classes else None,
+        )
+        _run_cohort.check_leakage(run_folder, cohort, args.strict)
+        _run_cohort.warn_missing_mask(run_folder, cohort)
+        cache = prepare_like_run(run_folder, cohort, jobs=args.jobs, progress=not args.no_progress)
+        name = args.name or Path(args.cohort).stem
+    else:
+        raise NeuroCNNError("give the cohort: --cohort TABLE (or a prepared --cache)")
+    out = run_folder.path / "evaluations" / name
+    result = evaluate_cohort(
+        run_folder.path, cache, out, batch_size=args.batch_size, device=_run_cohort.device(args.device)
+    )
+    print(f"{result['n_subjects']} participants, ensemble of {result['n_models']} fold models:")
+    for how in ("mean_probability", "majority_vote"):
+        ba = result[how]["balanced_accuracy"]
+        auc = result[how]["auc"]
+        print(
+            f"  {how.replace('_', ' ')}: balanced accuracy {ba['value']:.3f} "
+            f"(95% CI {ba['ci95'][0]:.3f}–{ba['ci95'][1]:.3f}), AUC {auc['value']:.3f}"
+        )
+    print(f"{out}: predictions.csv, predictions_per_model.csv, metrics.json")
+    return 0

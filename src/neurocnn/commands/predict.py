@@ -1,0 +1,72 @@
+"""`neurocnn predict`: class probabilities for new scans from a run's fold models, as CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from neurocnn.commands import _run_cohort
+from neurocnn.commands._help import add_command
+from neurocnn.errors import NeuroCNNError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = add_command(
+        sub,
+        "predict",
+        help="predict new scans with a trained run",
+        description="Prepare the scans exactly as the run's training cohort was and write, per scan, "
+        "the ensemble's mean class probabilities, its decision and the majority vote of the fold "
+        "models. Warns (or refuses with --strict) for a participant or file that was in the "
+        "run's training data.",
+        example="neurocnn predict runs/mrinet scans/sub-101_gm.nii.gz scans/sub-102_gm.nii.gz\n"
+        "neurocnn predict runs/mrinet --cohort new/participants.tsv --out predictions.csv",
+    )
+    _run_cohort.add_arguments(p)
+    p.add_argument("scans", nargs="*", type=Path, help="NIfTI scans (one-modality runs)")
+    p.add_argument("--out", type=Path, help="CSV to write (default: standard output)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from neurocnn.data.cache import open_cache
+    from neurocnn.data.cohort import read_cohort
+    from neurocnn.evaluation.ensemble import ensemble_predictions
+    from neurocnn.evaluation.predict import cohort_from_scans, prepare_like_run
+    from neurocnn.training.runfolder import RunFolder
+
+    run_folder = RunFolder(args.run)
+    data = run_folder.data()
+    if args.cache is not None:
+        cache = open_cache(args.cache)
+    else:
+        if args.scans and args.cohort:
+            raise NeuroCNNError("give scans or --cohort, not both")
+        if args.scans:
+            if len(data["modalities"]) > 1:
+                raise NeuroCNNError(
+                    f"the run uses {len(data['modalities'])} modalities ({', '.join(data['modalities'])}); "
+                    "give a --cohort table with one column per modality"
+                )
+            cohort = cohort_from_scans(args.scans, data["modalities"][0])
+        elif args.cohort:
+            images = args.images.split(",") if args.images else data["modalities"]
+            cohort = read_cohort(args.cohort, images=images, mask=args.mask, require_labels=False)
+        else:
+            raise NeuroCNNError("give scans (SCAN ...) or a --cohort table")
+        _run_cohort.check_leakage(run_folder, cohort, args.strict)
+        _run_cohort.warn_missing_mask(run_folder, cohort)
+        cache = prepare_like_run(
+            run_folder, cohort, name="predict", jobs=args.jobs, progress=not args.no_progress
+        )
+    table, _ = ensemble_predictions(
+        run_folder.path, cache, batch_size=args.batch_size, device=_run_cohort.device(args.device)
+    )
+    table = table.drop(columns=["index"])
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"{args.out}: {len(table)} prediction(s)", file=sys.stderr)
+    else:
+        table.to_csv(sys.stdout, index=False)
+    return 0

@@ -1,0 +1,85 @@
+"""New scans through a trained run: prepared exactly as the training cohort was, checked for
+leakage, predicted by the ensemble of fold models (`neurocnn predict`, `neurocnn evaluate`).
+
+Preparation reuses `neurocnn.data.prepare.prepare_cohort` with the parameters recorded in the run's
+``data.json`` (those of the training cache), into ``RUN/prepared/<name>``; an unchanged cohort is
+reused instantly.
+
+Leakage: a participant id or an image file (by sha256) that was in the run's training cohort is
+reported; with ``strict`` it is refused. (Every participant of a cross-validated cohort was in the
+training set of most fold models, so its predictions would be optimistic.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from neurocnn.data.cache import PreparedCohort
+from neurocnn.data.cohort import Cohort, read_cohort
+from neurocnn.data.io import file_sha256
+from neurocnn.data.prepare import prepare_cohort
+from neurocnn.data.preprocess import PrepareParams
+from neurocnn.errors import NeuroCNNError
+from neurocnn.training.runfolder import RunFolder
+
+
+def cohort_from_scans(scans: Sequence[Path | str], modality: str) -> Cohort:
+    """An unlabelled one-modality cohort from image files; the participant id is the file's BIDS
+    ``sub-<label>`` entity, or its name without extension."""
+    rows = []
+    for scan in scans:
+        path = Path(scan).resolve()
+        if not path.exists():
+            raise NeuroCNNError(f"scan {scan} not found")
+        stem = re.sub(r"\.nii(\.gz)?$", "", path.name)
+        bids = re.match(r"(sub-[A-Za-z0-9]+)", stem)
+        pid = bids.group(1) if bids else stem
+        rows.append({"participant_id": pid, modality: str(path)})
+    table = pd.DataFrame(rows)
+    dupes = table["participant_id"][table["participant_id"].duplicated()].tolist()
+    if dupes:
+        raise NeuroCNNError(f"several scans are named {dupes[0]}; give a --cohort table with participant ids")
+    return read_cohort(Path.cwd() / "scans.tsv", images=[modality], require_labels=False, table=table)
+
+
+def leakage(run: RunFolder, cohort: Cohort) -> list[str]:
+    """Participants and image files of ``cohort`` that were in the run's training cohort."""
+    data = run.data()
+    seen_ids = set(data.get("participants", []))
+    seen_files = set(data.get("input_sha256", []))
+    problems = []
+    for s in cohort.subjects:
+        if s.participant_id in seen_ids:
+            problems.append(f"participant {s.key} was in the training cohort of {run.path}")
+        for modality, path in s.images.items():
+            if file_sha256(path) in seen_files:
+                problems.append(f"{s.key}: {modality} file {path} is a file of the training cohort")
+    return problems
+
+
+def prepare_like_run(
+    run: RunFolder, cohort: Cohort, *, name: str | None = None, jobs: int | None = None, progress: bool = True
+) -> PreparedCohort:
+    """Prepare ``cohort`` with the run's preparation parameters into ``RUN/prepared/<name>``."""
+    data = run.data()
+    if list(cohort.modalities) != list(data["modalities"]):
+        raise NeuroCNNError(
+            f"the run was trained on modalities {data['modalities']}; give image columns with these "
+            f"names, in this order (got {list(cohort.modalities)}), "
+            f"e.g. --images {','.join(data['modalities'])}"
+        )
+    if not data.get("params"):
+        raise NeuroCNNError(
+            f"{run.path}/data.json records no preparation parameters; prepare the scans yourself"
+        )
+    params = PrepareParams(**data["params"])
+    files = sorted(str(p) for s in cohort.subjects for p in s.images.values())
+    key = hashlib.sha256("|".join([params.digest(), *files]).encode()).hexdigest()[:10]
+    out = run.path / "prepared" / f"{name or Path(cohort.source).stem}-{key}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return prepare_cohort(cohort, out, params, jobs=jobs, progress=progress).cache
