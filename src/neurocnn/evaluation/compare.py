@@ -1,0 +1,421 @@
+"""Compare runs (CNNs and baselines) on the same subjects: `neurocnn compare RUN...`.
+
+For every run: its metrics on the pooled out-of-fold predictions with 95% bootstrap CIs over
+participants, and the mean ± SD across folds. For every pair of runs, on the rows both predicted
+(matched by participant, session and repeat):
+
+- the difference A − B with a paired bootstrap 95% CI over participants;
+- cross-validation (several folds): the corrected resampled t-test of Nadeau & Bengio over the
+  per-fold differences, when both runs used the same folds (a baseline run with ``--splits RUN``
+  does), and the permutation test on the pooled out-of-fold predictions;
+- one independent test set (one split): McNemar's test of the accuracies, DeLong's test of the
+  AUCs (two classes) and the permutation test;
+- Holm-adjusted p-values over all pairs, per metric and test.
+
+A run is a run folder with ``predictions.csv`` (CNN runs after `neurocnn cv` / `cv gather`,
+baseline runs) or a predictions CSV file itself (e.g. of an independent test cohort). Labels and
+predictions may be class names or class indices.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from neurocnn.errors import NeuroCNNError
+from neurocnn.evaluation.metrics import METRICS, bootstrap_ci, classification_metrics, fast_metrics
+from neurocnn.evaluation.paired_tests import (
+    corrected_resampled_ttest,
+    delong_test,
+    holm,
+    mcnemar_test,
+    paired_permutation_test,
+)
+
+DEFAULT_METRICS = ("balanced_accuracy", "auc")
+KEY = ["participant_id", "session_id", "repeat"]
+
+
+@dataclass
+class RunPredictions:
+    """The pooled predictions of one run, with class indices."""
+
+    name: str
+    path: Path
+    classes: list[str]
+    table: pd.DataFrame  # KEY + fold, y, pred, prob_<class>
+
+    @property
+    def prob(self) -> np.ndarray:
+        return self.table[[f"prob_{c}" for c in self.classes]].to_numpy(dtype=np.float64)
+
+    @property
+    def n_splits(self) -> int:
+        return len(self.table[["repeat", "fold"]].drop_duplicates())
+
+
+def _classes_of(folder: Path | None, columns: Sequence[str]) -> list[str]:
+    from_columns = [c[len("prob_") :] for c in columns if c.startswith("prob_")]
+    if folder is not None:
+        for name in ("summary.json", "data.json"):
+            f = folder / name
+            if f.is_file():
+                classes = json.loads(f.read_text()).get("classes")
+                if classes and all(f"prob_{c}" in columns for c in classes):
+                    return [str(c) for c in classes]
+    if len(from_columns) < 2:
+        raise NeuroCNNError("predictions need one prob_<class> column per class (at least two)")
+    return from_columns
+
+
+def _as_index(values: pd.Series, classes: list[str], what: str, source: Path) -> np.ndarray:
+    text = values.astype(str).str.strip()
+    if text.isin(classes).all():
+        return text.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
+    numeric = pd.to_numeric(text, errors="coerce")
+    if numeric.notna().all() and numeric.between(0, len(classes) - 1).all() and (numeric % 1 == 0).all():
+        return numeric.to_numpy(dtype=np.int64)
+    bad = sorted(set(text[~text.isin(classes)]))[:5]
+    raise NeuroCNNError(
+        f"{source}: {what} values {bad} are neither classes ({', '.join(classes)}) nor class indices"
+    )
+
+
+def load_run(path: Path | str, name: str | None = None) -> RunPredictions:
+    """Read a run folder's predictions.csv (or a predictions CSV file)."""
+    path = Path(path)
+    folder = path if path.is_dir() else None
+    file = path / "predictions.csv" if folder else path
+    if not file.is_file():
+        hint = " (a CNN run gathers its folds with `neurocnn cv gather RUN`)" if folder else ""
+        raise NeuroCNNError(f"{path}: no predictions.csv{hint}")
+    table = pd.read_csv(
+        file, dtype={"participant_id": str, "session_id": str, "label": str, "prediction": str}
+    )
+    missing = [c for c in ("participant_id", "label") if c not in table.columns]
+    if missing:
+        raise NeuroCNNError(f"{file}: not a predictions table (missing {', '.join(missing)})")
+    classes = _classes_of(folder, list(table.columns))
+    out = pd.DataFrame(
+        {
+            "participant_id": table["participant_id"].astype(str),
+            "session_id": table["session_id"].fillna("") if "session_id" in table else "",
+            "repeat": table["repeat"].astype(int) if "repeat" in table else 0,
+            "fold": table["fold"].astype(int) if "fold" in table else 0,
+            "y": _as_index(table["label"], classes, "label", file),
+        }
+    )
+    for c in classes:
+        out[f"prob_{c}"] = table[f"prob_{c}"].astype(float)
+    if "prediction" in table:
+        out["pred"] = _as_index(table["prediction"], classes, "prediction", file)
+    else:
+        out["pred"] = out[[f"prob_{c}" for c in classes]].to_numpy().argmax(axis=1)
+    duplicated = out.duplicated(KEY)
+    if duplicated.any():
+        first = out[duplicated].iloc[0]
+        raise NeuroCNNError(
+            f"{file}: participant {first['participant_id']} has several predictions in repeat "
+            f"{first['repeat']}; a run predicts each subject once per repeat"
+        )
+    return RunPredictions(name or path.stem if not folder else name or path.name, path, classes, out)
+
+
+@dataclass
+class Comparison:
+    """The result of `compare_runs`: one table of runs, one of pairs, and notes."""
+
+    runs: pd.DataFrame
+    pairs: pd.DataFrame
+    metrics: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        lines = [
+            "| run | subjects | folds | "
+            + " | ".join(_label(m) + " (95% CI)" for m in self.metrics)
+            + " | "
+            + " | ".join(_label(m) + " folds mean ± SD" for m in self.metrics)
+            + " |"
+        ]
+        lines.append("|" + "---|" * (3 + 2 * len(self.metrics)))
+        for _, r in self.runs.iterrows():
+            cells = [
+                f"{r[f'{m}']:.3f} ({r[f'{m}_ci_low']:.3f}–{r[f'{m}_ci_high']:.3f})" for m in self.metrics
+            ]
+            folds = [f"{r[f'{m}_fold_mean']:.3f} ± {r[f'{m}_fold_std']:.3f}" for m in self.metrics]
+            lines.append(
+                f"| {r['run']} | {r['n_subjects']} | {r['n_splits']} | " + " | ".join(cells + folds) + " |"
+            )
+        if not self.pairs.empty:
+            lines += [
+                "",
+                "| A − B | metric | rows | difference (95% CI) | corrected t-test p | "
+                "permutation p | McNemar / DeLong p | Holm p (t / perm.) |",
+                "|" + "---|" * 8,
+            ]
+            for _, p in self.pairs.iterrows():
+                single = p["p_mcnemar"] if p["metric"] == "accuracy" else p["p_delong"]
+                lines.append(
+                    f"| {p['a']} − {p['b']} | {_label(p['metric'])} | {p['n_rows']} | "
+                    f"{p['difference']:+.3f} ({p['ci_low']:+.3f} to {p['ci_high']:+.3f}) | "
+                    f"{_p(p['p_ttest'])} | {_p(p['p_permutation'])} | {_p(single)} | "
+                    f"{_p(p['p_ttest_holm'])} / {_p(p['p_permutation_holm'])} |"
+                )
+        if self.notes:
+            lines += ["", *[f"- {n}" for n in self.notes]]
+        return "\n".join(lines)
+
+    def write(self, out: Path | str) -> Path:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.runs.to_csv(out / "runs.csv", index=False)
+        self.pairs.to_csv(out / "pairs.csv", index=False)
+        (out / "comparison.md").write_text(self.to_markdown() + "\n")
+        return out
+
+
+def _label(metric: str) -> str:
+    return {"auc": "AUC", "mcc": "MCC", "f1": "F1"}.get(metric, metric.replace("_", " "))
+
+
+def _p(value: float) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def run_row(run: RunPredictions, metrics: Sequence[str], *, n_boot: int, seed: int) -> dict[str, Any]:
+    """Pooled metrics with bootstrap CIs over participants, and mean ± SD across folds."""
+    t = run.table
+    y, prob, pred = t["y"].to_numpy(), run.prob, t["pred"].to_numpy()
+    values = classification_metrics(y, prob, pred)
+    ci = bootstrap_ci(y, prob, t["participant_id"].to_numpy(), y_pred=pred, n_boot=n_boot, seed=seed)
+    per_fold = _fold_metrics(t.groupby(["repeat", "fold"]).indices, y, prob, pred)
+    row: dict[str, Any] = {
+        "run": run.name,
+        "path": str(run.path),
+        "n_subjects": int(t["participant_id"].nunique()),
+        "n_rows": len(t),
+        "n_splits": run.n_splits,
+    }
+    for m in metrics:
+        f = per_fold[m].dropna()
+        row.update(
+            {
+                m: values[m],
+                f"{m}_ci_low": ci[m][0],
+                f"{m}_ci_high": ci[m][1],
+                f"{m}_fold_mean": float(f.mean()) if len(f) else np.nan,
+                f"{m}_fold_std": float(f.std(ddof=1)) if len(f) > 1 else np.nan,
+            }
+        )
+    return row
+
+
+def _fold_metrics(
+    positions: dict[Any, np.ndarray], y: np.ndarray, prob: np.ndarray, pred: np.ndarray
+) -> pd.DataFrame:
+    """Metrics of each fold; ``positions`` maps (repeat, fold) to row positions."""
+    return pd.DataFrame(
+        [classification_metrics(y[i], prob[i], pred[i]) for _, i in sorted(positions.items())]
+    )
+
+
+def _paired_bootstrap(
+    y: np.ndarray,
+    pa: np.ndarray,
+    da: np.ndarray,
+    pb: np.ndarray,
+    db: np.ndarray,
+    groups: np.ndarray,
+    metrics: Sequence[str],
+    *,
+    n_boot: int,
+    seed: int,
+) -> dict[str, tuple[float, float]]:
+    """Percentile CI of metric(A) − metric(B), resampling participants (rows of one stay together)."""
+    _, member = np.unique(groups, return_inverse=True)
+    rows_of = [np.flatnonzero(member == g) for g in range(member.max() + 1)]
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {m: [] for m in metrics}
+    for _ in range(n_boot):
+        idx = np.concatenate([rows_of[g] for g in rng.integers(0, len(rows_of), len(rows_of))])
+        a, b = fast_metrics(y[idx], pa[idx], da[idx]), fast_metrics(y[idx], pb[idx], db[idx])
+        for m in metrics:
+            draws[m].append(a[m] - b[m])
+    out = {}
+    for m, v in draws.items():
+        arr = np.asarray(v)
+        arr = arr[np.isfinite(arr)]
+        out[m] = (
+            (float(np.quantile(arr, 0.025)), float(np.quantile(arr, 0.975))) if len(arr) else (np.nan, np.nan)
+        )
+    return out
+
+
+def compare_pair(
+    a: RunPredictions,
+    b: RunPredictions,
+    metrics: Sequence[str],
+    *,
+    n_permutations: int = 10000,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of the pairs table for A vs B (one per metric) and notes about the pairing."""
+    notes: list[str] = []
+    if a.classes != b.classes:
+        raise NeuroCNNError(
+            f"{a.name} and {b.name} predict different classes ({a.classes} vs {b.classes}); "
+            "only runs of the same task can be compared"
+        )
+    both = a.table.merge(b.table, on=KEY, suffixes=("_a", "_b"))
+    if both.empty:
+        raise NeuroCNNError(
+            f"{a.name} and {b.name} share no subject (matched by participant, session and repeat); "
+            "run the baseline with --splits of the CNN run"
+        )
+    if (both["y_a"] != both["y_b"]).any():
+        pid = both.loc[both["y_a"] != both["y_b"], "participant_id"].iloc[0]
+        raise NeuroCNNError(f"{a.name} and {b.name} disagree on the label of {pid}; are they the same task?")
+    left_out = max(len(a.table), len(b.table)) - len(both)
+    if left_out:
+        notes.append(
+            f"{a.name} vs {b.name}: {len(both)} rows in common ({len(a.table)} and {len(b.table)} "
+            "predicted); the comparison uses the common rows only"
+        )
+    y = both["y_a"].to_numpy()
+    cols_a = [f"prob_{c}_a" for c in a.classes]
+    cols_b = [f"prob_{c}_b" for c in a.classes]
+    pa, pb = both[cols_a].to_numpy(dtype=np.float64), both[cols_b].to_numpy(dtype=np.float64)
+    da, db = both["pred_a"].to_numpy(), both["pred_b"].to_numpy()
+    groups = both["participant_id"].to_numpy()
+    va, vb = classification_metrics(y, pa, da), classification_metrics(y, pb, db)
+    ci = _paired_bootstrap(y, pa, da, pb, db, groups, metrics, n_boot=n_boot, seed=seed)
+
+    same_folds = bool((both["fold_a"] == both["fold_b"]).all())
+    n_splits = len(both[["repeat", "fold_a"]].drop_duplicates())
+    design = "test set" if n_splits == 1 else "cross-validation"
+    fold_a: pd.DataFrame | None = None
+    fold_b: pd.DataFrame | None = None
+    ratio = np.nan
+    if design == "cross-validation" and same_folds:
+        positions = both.groupby(["repeat", "fold_a"], sort=True).indices
+        fold_a, fold_b = _fold_metrics(positions, y, pa, da), _fold_metrics(positions, y, pb, db)
+        ratio = _test_train_ratio(both.rename(columns={"fold_a": "fold"}))
+    elif design == "cross-validation":
+        notes.append(
+            f"{a.name} vs {b.name}: the runs used different folds, so no fold-wise t-test; run the "
+            "baseline with --splits of the other run to pair them"
+        )
+    mc = dl = None
+    if design == "test set":
+        mc = mcnemar_test(da == y, db == y)
+        if len(a.classes) == 2:
+            dl = delong_test(y == 1, pa[:, 1], pb[:, 1])
+        if both["participant_id"].duplicated().any():
+            notes.append(
+                f"{a.name} vs {b.name}: several sessions per participant; McNemar and DeLong "
+                "treat rows as independent"
+            )
+    rows = []
+    for m in metrics:
+        tt = (
+            corrected_resampled_ttest(fold_a[m].to_numpy() - fold_b[m].to_numpy(), ratio)
+            if fold_a is not None and fold_b is not None
+            else None
+        )
+        perm = paired_permutation_test(
+            y, pa, pb, pred_a=da, pred_b=db, groups=groups, metric=m, n_permutations=n_permutations, seed=seed
+        )
+        rows.append(
+            {
+                "a": a.name,
+                "b": b.name,
+                "metric": m,
+                "design": design,
+                "n_rows": len(both),
+                "n_subjects": int(both["participant_id"].nunique()),
+                "a_value": va[m],
+                "b_value": vb[m],
+                "difference": va[m] - vb[m],
+                "ci_low": ci[m][0],
+                "ci_high": ci[m][1],
+                "t": tt["t"] if tt else np.nan,
+                "df": tt["df"] if tt else np.nan,
+                "test_train_ratio": ratio,
+                "p_ttest": tt["p_value"] if tt else np.nan,
+                "p_permutation": perm["p_value"],
+                "n_permutations": perm["n_permutations"],
+                "p_mcnemar": mc["p_value"] if mc and m == "accuracy" else np.nan,
+                "p_delong": dl["p_value"] if dl and m == "auc" else np.nan,
+            }
+        )
+    if mc and "accuracy" not in metrics:
+        notes.append(
+            f"{a.name} vs {b.name}: McNemar (accuracy) p = {_p(mc['p_value'])} "
+            f"({mc['b']} vs {mc['c']} discordant, {mc['method']})"
+        )
+    return rows, notes
+
+
+def _test_train_ratio(table: pd.DataFrame) -> float:
+    """Mean n_test / n_train over folds; training = the other participants of the same repeat."""
+    ratios = []
+    for _, rep in table.groupby("repeat"):
+        total = rep["participant_id"].nunique()
+        for _, fold in rep.groupby("fold"):
+            n_test = fold["participant_id"].nunique()
+            if total > n_test:
+                ratios.append(n_test / (total - n_test))
+    return float(np.mean(ratios)) if ratios else np.nan
+
+
+def compare_runs(
+    paths: Sequence[Path | str],
+    *,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    n_permutations: int = 10000,
+    n_boot: int = 2000,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
+) -> Comparison:
+    """Compare every run with every other (see the module docstring)."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise NeuroCNNError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    if len(paths) < 1:
+        raise NeuroCNNError("give at least one run")
+    given = list(names) if names else [None] * len(paths)
+    runs = [load_run(p, n) for p, n in zip(paths, given, strict=True)]
+    _unique_names(runs)
+    table = pd.DataFrame([run_row(r, metrics, n_boot=n_boot, seed=seed) for r in runs])
+    rows, notes = [], []
+    for a, b in itertools.combinations(runs, 2):
+        r, n = compare_pair(a, b, metrics, n_permutations=n_permutations, n_boot=n_boot, seed=seed)
+        rows += r
+        notes += n
+    pairs = pd.DataFrame(rows)
+    if not pairs.empty:
+        for test in ("p_ttest", "p_permutation", "p_mcnemar", "p_delong"):
+            pairs[f"{test}_holm"] = np.nan
+            for _, idx in pairs.groupby("metric").groups.items():
+                pairs.loc[idx, f"{test}_holm"] = holm(pairs.loc[idx, test].to_numpy())
+    return Comparison(table, pairs, list(metrics), notes)
+
+
+def _unique_names(runs: list[RunPredictions]) -> None:
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r.name] = seen.get(r.name, 0) + 1
+    for r in runs:
+        if seen[r.name] > 1:
+            r.name = str(r.path)

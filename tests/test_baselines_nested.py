@@ -1,0 +1,112 @@
+"""Nested cross-validation of the baselines never lets a test fold reach hyper-parameter selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from neurocnn.baselines import nested_cv
+from neurocnn.baselines.nested import check_table_matches, outer_splits
+from neurocnn.data import splits as S
+from neurocnn.errors import NeuroCNNError
+
+EVENTS: list[tuple[str, frozenset[int]]] = []
+
+
+class Spy(ClassifierMixin, BaseEstimator):
+    """Records the subjects (column 0 holds the cache index) of every fit and every prediction."""
+
+    def __init__(self, c: float = 1.0) -> None:
+        self.c = c
+
+    def fit(self, X, y):
+        EVENTS.append(("fit", frozenset(np.asarray(X)[:, 0].astype(int).tolist())))
+        self.classes_ = np.unique(y)
+        self.sign_ = 1.0 if self.c > 0 else -1.0
+        return self
+
+    def _score(self, X):
+        EVENTS.append(("predict", frozenset(np.asarray(X)[:, 0].astype(int).tolist())))
+        return self.sign_ * np.asarray(X)[:, 1]
+
+    def predict_proba(self, X):
+        p = 1 / (1 + np.exp(-self._score(X)))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X):
+        return (self._score(X) > 0).astype(int)
+
+
+def _cohort(n: int = 36, sessions: int = 1, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    people = [f"sub-{i:02d}" for i in range(n)]
+    labels = np.arange(n) % 2
+    rows = [
+        {"participant_id": p, "session_id": f"ses-{s}", "label_index": int(k)}
+        for p, k in zip(people, labels, strict=True)
+        for s in range(sessions)
+    ]
+    manifest = pd.DataFrame(rows)
+    manifest.insert(0, "index", np.arange(len(manifest)))
+    y = manifest["label_index"].to_numpy()
+    X = np.column_stack([manifest["index"], (2 * y - 1) + rng.normal(0, 1, len(y))]).astype(float)
+    return manifest, X
+
+
+@pytest.mark.parametrize("inner_from_table", [False, True])
+def test_test_fold_never_reaches_selection(inner_from_table):
+    manifest, X = _cohort(36, sessions=2)
+    table = S.kfold(manifest, 4, val_fraction=0.1, seed=3, nested=3 if inner_from_table else 0)
+    for repeat, fold in outer_splits(table):
+        ids = S.split_indices(table, repeat, fold)
+        test = set(ids["test"].tolist())
+        training = set(ids["train"].tolist()) | set(ids["val"].tolist())
+        EVENTS.clear()
+        (result,) = nested_cv(
+            X, manifest, table, Spy(), {"c": [-1.0, 1.0]}, inner_folds=3, splits=[(repeat, fold)]
+        )
+        selection = EVENTS[:-3]
+        # every fit and every score of the grid search stays inside the training fold
+        assert selection and all(seen <= training for _, seen in selection)
+        assert all(not (seen & test) for _, seen in selection)
+        assert len([e for e in selection if e[0] == "fit"]) == 2 * 3  # 2 candidates × 3 inner folds
+        # the refit uses exactly the training fold (train ∪ val), the test fold is predicted once
+        assert EVENTS[-3] == ("fit", frozenset(training))
+        assert {e[1] for e in EVENTS[-2:]} == {frozenset(test)}
+        assert set(result.test.tolist()) == test
+        # sessions of one participant never straddle an inner split
+        if not inner_from_table:
+            pid = manifest.set_index("index")["participant_id"]
+            fits = [seen for kind, seen in selection if kind == "fit"]
+            for seen in fits:
+                held_out = training - seen
+                assert not set(pid[list(seen)]) & set(pid[list(held_out)])
+        else:
+            inner_sets = set()
+            for i in range(3):
+                inner = S.split_indices(table, repeat, fold, inner=i)
+                inner_sets.add(frozenset(np.concatenate([inner["train"], inner["val"]]).tolist()))
+            assert {seen for kind, seen in selection if kind == "fit"} == inner_sets
+            assert "split table" in result.inner_source
+
+
+def test_the_chosen_parameters_come_from_the_inner_scores():
+    manifest, X = _cohort(40)
+    table = S.kfold(manifest, 4, seed=1)
+    results = list(nested_cv(X, manifest, table, Spy(), {"c": [-1.0, 1.0]}, inner_folds=4))
+    assert len(results) == 4
+    for r in results:
+        assert r.best_params == {"c": 1.0}  # the sign that follows the planted effect
+        assert r.search.loc[r.search["rank"] == 1, "mean_score"].iloc[0] == pytest.approx(r.best_score)
+        assert r.prob.shape == (len(r.test), 2) and np.allclose(r.prob.sum(1), 1)
+
+
+def test_splits_of_another_cohort_are_refused():
+    manifest, _ = _cohort(20)
+    table = S.kfold(manifest, 4, seed=0)
+    other = manifest.copy()
+    other["participant_id"] = other["participant_id"].iloc[::-1].to_numpy()
+    with pytest.raises(NeuroCNNError, match="another cohort"):
+        check_table_matches(table, other)

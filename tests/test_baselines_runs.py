@@ -1,0 +1,189 @@
+"""`neurocnn baseline`: run folders like a CNN run's, pairing with a run's splits, resume, features."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from neurocnn.baselines import CVOptions, lbp_histograms, run_deep2d, run_regional
+from neurocnn.baselines.lbp import n_bins
+from neurocnn.commands import baseline, compare
+from neurocnn.data import splits as S
+from neurocnn.data.cache import open_cache
+from neurocnn.errors import NeuroCNNError
+from training_fixtures import write_cache
+
+CNN_PREDICTION_COLUMNS = ["participant_id", "session_id", "index", "repeat", "fold", "label"]
+QUICK = [
+    "--folds",
+    "3",
+    "--inner",
+    "2",
+    "--grid",
+    "C=1,10",
+    "--grid",
+    "gamma=1",
+    "--bootstrap",
+    "50",
+    "--quiet",
+]
+
+
+def cli(argv: list[str]) -> int:
+    """The two verbs on a parser of their own (the project's cli.py registers them)."""
+    parser = argparse.ArgumentParser(prog="neurocnn")
+    sub = parser.add_subparsers(dest="command")
+    baseline.register(sub)
+    compare.register(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except NeuroCNNError as exc:
+        print(f"neurocnn {args.command}: error: {exc}")
+        return 2
+
+
+@pytest.fixture(scope="module")
+def svm_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    cache = write_cache(root / "cache", n=30, shape=(8, 10, 8), effect=1.0)
+    assert cli(["baseline", "svm", str(cache), "--out", str(root / "svm"), *QUICK]) == 0
+    return root / "svm"
+
+
+def test_run_folder_has_the_layout_of_a_cnn_run(svm_run):
+    for name in ("config.yaml", "data.json", "splits.tsv", "environment.json", "predictions.csv",
+                 "metrics.json", "summary.json"):  # fmt: skip
+        assert (svm_run / name).is_file(), name
+    config = yaml.safe_load((svm_run / "config.yaml").read_text())
+    assert config["baseline"] == "svm" and config["model"]["name"] == "svm_voxels"
+    data = json.loads((svm_run / "data.json").read_text())
+    classes = data["classes"]
+    pooled = pd.read_csv(svm_run / "predictions.csv")
+    assert list(pooled.columns) == [*CNN_PREDICTION_COLUMNS, *[f"prob_{c}" for c in classes], "prediction"]
+    assert set(pooled["label"]) <= set(classes) and len(pooled) == 30
+    summary = json.loads((svm_run / "summary.json").read_text())
+    for key in ("per_fold", "mean_std", "pooled", "bootstrap", "folds_done", "classes"):
+        assert key in summary
+    assert summary["folds_done"] == 3 and summary["missing"] == []
+    lo, hi = summary["pooled"]["balanced_accuracy"]["ci95"]
+    assert lo <= summary["pooled"]["balanced_accuracy"]["value"] <= hi
+    fold = svm_run / "folds" / "r0_f1"
+    metrics = json.loads((fold / "metrics.json").read_text())
+    assert set(metrics["best_params"]) == {"clf__C", "clf__kernel"}
+    assert "GridSearchCV" in metrics["selection"]
+    search = pd.read_csv(fold / "search.csv")
+    assert len(search) == 2 and {"mean_score", "rank", "inner0", "inner1"} <= set(search.columns)
+    # the saved model reproduces the saved probabilities
+    model = joblib.load(fold / "model.joblib")
+    cache = open_cache(config["cache"])
+    preds = pd.read_csv(fold / "predictions.csv")
+    X = cache.array()[preds["index"].to_numpy()].reshape(len(preds), -1)
+    from neurocnn.baselines import voxel_features
+
+    features, _ = voxel_features(cache)
+    prob = model.predict_proba(features[preds["index"].to_numpy()])
+    assert np.allclose(prob, preds[[f"prob_{c}" for c in classes]].to_numpy(), atol=1e-6)
+    assert X.shape[1] >= features.shape[1]
+
+
+def test_splits_of_a_run_are_reused_and_compare_pairs_the_folds(svm_run, tmp_path, capsys):
+    # no cache given: the cohort of the run named by --splits
+    out = tmp_path / "lbp"
+    assert cli(["baseline", "lbp", "--splits", str(svm_run), "--out", str(out), *QUICK[2:]]) == 0
+    assert (out / "splits.tsv").read_text() == (svm_run / "splits.tsv").read_text()
+    capsys.readouterr()
+    assert cli(["compare", str(svm_run), str(out), "--permutations", "200", "--bootstrap", "50",
+                "--out", str(tmp_path / "cmp")]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "svm − lbp" in text and "corrected t-test" in text
+    pairs = pd.read_csv(tmp_path / "cmp" / "pairs.csv")
+    assert pairs["p_ttest"].notna().all() and pairs["p_permutation"].notna().all()
+    assert pairs["design"].eq("cross-validation").all()
+
+
+def test_existing_runs_are_kept_and_resume_redoes_only_missing_folds(svm_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "svm"
+    shutil.copytree(svm_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    args = ["baseline", "svm", config["cache"], "--out", str(run), *QUICK]
+    assert cli(args) == 2
+    assert "--resume" in capsys.readouterr().out
+    (run / "folds" / "r0_f2" / "metrics.json").unlink()
+    kept = (run / "folds" / "r0_f0" / "metrics.json").stat().st_mtime_ns
+    assert cli([*args, "--resume"]) == 0
+    assert (run / "folds" / "r0_f2" / "metrics.json").exists()
+    assert (run / "folds" / "r0_f0" / "metrics.json").stat().st_mtime_ns == kept
+    assert pd.read_csv(run / "predictions.csv").equals(pd.read_csv(svm_run / "predictions.csv"))
+    changed = ["baseline", "svm", config["cache"], "--out", str(run), *QUICK, "--mask", "none"]
+    assert cli([*changed, "--resume"]) == 2
+    assert "different configuration" in capsys.readouterr().out
+
+
+def test_user_errors_name_the_problem(tmp_path):
+    cache = write_cache(tmp_path / "cache", n=20, shape=(4, 4, 4))
+    with pytest.raises(NeuroCNNError, match="--table FILE or from --atlas"):
+        run_regional(cache, tmp_path / "r", CVOptions(folds=3))
+    manifest = open_cache(cache).manifest
+    pd.DataFrame({"participant_id": manifest["participant_id"][:15], "v": 1.0}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    with pytest.raises(NeuroCNNError, match="5 labelled participant"):
+        run_regional(cache, tmp_path / "r", CVOptions(folds=3), table=tmp_path / "t.csv")
+    with pytest.raises(NeuroCNNError, match="pre-trained 2D weights"):
+        run_deep2d(cache, tmp_path / "d", CVOptions(folds=3))
+    with pytest.raises(NeuroCNNError, match="unknown regional model"):
+        run_regional(cache, tmp_path / "r", CVOptions(folds=3), models=["rf"], table=tmp_path / "t.csv")
+    other = S.kfold(
+        open_cache(write_cache(tmp_path / "other", n=24, shape=(4, 4, 4), prefix="x-")).manifest, 3
+    )
+    S.save_splits(other, tmp_path / "other.tsv")
+    full = pd.DataFrame({"participant_id": manifest["participant_id"], "v": 1.0})
+    full.to_csv(tmp_path / "all.csv", index=False)
+    with pytest.raises(NeuroCNNError, match="another cohort|does not have"):
+        run_regional(
+            cache, tmp_path / "r", CVOptions(splits=tmp_path / "other.tsv"), table=tmp_path / "all.csv"
+        )
+
+
+def test_lbp_histograms():
+    rng = np.random.default_rng(0)
+    volume = np.zeros((12, 12, 6), dtype=np.float32)
+    volume[2:10, 2:10, 1:5] = rng.normal(5, 1, (8, 8, 4))
+    h = lbp_histograms(volume)
+    assert h.shape == (1, n_bins(8, "uniform")) == (1, 10)
+    assert h.sum() == pytest.approx(1)
+    # patterns compare neighbours: a scaled image gives the same codes
+    assert np.allclose(lbp_histograms(volume * 3.0), h)
+    regions = np.zeros(volume.shape, dtype=int)
+    regions[:6], regions[6:] = 1, 2
+    per = lbp_histograms(volume, regions=regions, region_ids=[1, 2], method="nri_uniform")
+    assert per.shape == (2, 59) and np.allclose(per.sum(1), 1)
+    smooth = np.zeros_like(volume)
+    smooth[2:10, 2:10, 1:5] = np.linspace(1, 2, 8)[:, None, None]
+    assert not np.allclose(lbp_histograms(smooth), h)
+
+
+def test_deep2d_features_of_a_weights_file_feed_the_svm(tmp_path):
+    import torch
+
+    from neurocnn.models.classic2d import backbone_2d
+
+    net = backbone_2d("resnet18", in_channels=3, num_classes=2, input_shape=(16, 16))
+    torch.save(net.state_dict(), tmp_path / "resnet18.pt")
+    cache = write_cache(tmp_path / "cache", n=24, shape=(16, 16, 4), effect=2.0)
+    options = CVOptions(folds=3, inner_folds=2, grid=("C=1",), n_boot=50, progress=False, save_models=False)
+    summary = run_deep2d(
+        cache, tmp_path / "deep", options, weights=tmp_path / "resnet18.pt", backbone="resnet18"
+    )
+    config = yaml.safe_load((tmp_path / "deep" / "config.yaml").read_text())
+    assert config["features"]["n_features"] == 512 and config["features"]["backbone"] == "resnet18"
+    assert summary["folds_done"] == 3 and summary["n_subjects"] == 24
