@@ -37,7 +37,7 @@ from neurocnn.data import splits as S
 from neurocnn.data.cache import PreparedCohort, open_cache
 from neurocnn.errors import NeuroCNNError
 from neurocnn.training.config import ExperimentConfig
-from neurocnn.training.fold import FoldPlan, fit_fold, make_network
+from neurocnn.training.fold import FoldPlan, check_mlflow_uri, fit_fold, make_network
 from neurocnn.training.module import resolve_modalities
 from neurocnn.training.runfolder import (
     DATA,
@@ -166,6 +166,8 @@ def run_cv(
     cache = open_cache(config.cache)
     config = resolve(config, cache)
     make_network(config, cache)  # a user error (model, shape, transfer source) stops here, not per fold
+    if config.logging.mlflow:
+        check_mlflow_uri(config.logging.mlflow)
     if config.permute_labels:
         cache = permute_labels(cache, config.seed)
     table = make_splits(config, cache.manifest)

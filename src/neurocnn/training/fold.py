@@ -139,10 +139,29 @@ def loggers(config: ExperimentConfig, fold_dir: Path, run_dir: Path | None, name
     if config.logging.mlflow and run_dir is not None:
         from lightning.pytorch.loggers import MLFlowLogger
 
+        check_mlflow_uri(config.logging.mlflow)
         out.append(
             MLFlowLogger(experiment_name=run_dir.name, run_name=name, tracking_uri=config.logging.mlflow)
         )
     return out
+
+
+def check_mlflow_uri(uri: str) -> None:
+    """A local store needs no server: a ``file:`` folder (MLflow 3 keeps it behind an opt-in, which
+    we give) or SQLite (needs SQLAlchemy, which mlflow-skinny leaves out)."""
+    import os
+
+    if uri.startswith("sqlite:"):
+        try:
+            import alembic  # noqa: F401
+            import sqlalchemy  # noqa: F401
+        except ImportError:
+            raise NeuroCNNError(
+                f"the MLflow store {uri} needs SQLAlchemy and Alembic (`pip install sqlalchemy alembic`); "
+                "or use a folder store, e.g. --mlflow file:runs/mlruns"
+            ) from None
+    elif uri.startswith("file:") or "://" not in uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
 
 def fit_fold(

@@ -52,10 +52,12 @@ def is_slice_model(net: nn.Module) -> bool:
 
 
 def class_weights(labels: Any, n_classes: int) -> Tensor:
-    """scikit-learn's "balanced" weights n / (K · n_k); classes absent from training get weight 0."""
+    """scikit-learn's "balanced" weights n / (K · n_k), K counting the classes present in training
+    (absent ones get weight 0), so that the mean weight over the training subjects is 1."""
     y = torch.as_tensor(labels, dtype=torch.long)
     counts = torch.bincount(y, minlength=n_classes).double()
-    w = torch.where(counts > 0, len(y) / (n_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+    present = int((counts > 0).sum())
+    w = torch.where(counts > 0, len(y) / (present * counts.clamp(min=1)), torch.zeros_like(counts))
     return w.float()
 
 
