@@ -146,7 +146,7 @@ def read_cohort(
     """
     table_path = Path(table_path)
     df = read_table(table_path) if table is None else table
-    root = table_path.parent
+    root = table_path.parent.resolve()
     images = list(images)
     if not images:
         raise NeuroCNNError("no image column given; name at least one (e.g. --images t1)")

@@ -63,12 +63,11 @@ from neurocnn.data.effects import (
     plan_effects,
     save_weight,
 )
+from neurocnn.data.preprocess import mni_grid as preprocess_mni_grid
 from neurocnn.errors import NeuroCNNError
 
 __all__ = ["Effect", "SynthSpec", "default_spec", "load_templates", "make_cohort", "mni_grid"]
 
-# SPM's MNI bounding box in mm; a voxel centre lies on each bound.
-BOUNDING_BOX = ((-90.0, 90.0), (-126.0, 90.0), (-72.0, 108.0))
 MODALITY_STREAM = {"gm": 1, "wm": 2, "fa": 3}
 QUANTUM = 4096.0  # output values are multiples of 1/QUANTUM
 DESCRIPTIONS = {
@@ -189,22 +188,13 @@ def default_spec(
 
 
 def mni_grid(voxel_size: float) -> tuple[tuple[int, int, int], np.ndarray]:
-    """The output grid: SPM's MNI bounding box at ``voxel_size`` mm, RAS.
+    """The output grid, ``(shape, affine)``: SPM's MNI bounding box at ``voxel_size`` mm, RAS.
 
-    Parameters
-    ----------
-    voxel_size
-        Isotropic voxel size in mm.
-
-    Returns
-    -------
-    (shape, affine)
-        For example ``(61, 73, 61)`` and ``diag(3, 3, 3)`` with origin (-90, -126, -72) at 3 mm.
+    The same grid `neurocnn prepare --register` produces (`neurocnn.data.preprocess.mni_grid`),
+    e.g. ``(61, 73, 61)`` with origin (-90, -126, -72) at 3 mm.
     """
-    shape = tuple(int(np.floor((hi - lo) / voxel_size + 1e-6)) + 1 for lo, hi in BOUNDING_BOX)
-    affine = np.diag([voxel_size, voxel_size, voxel_size, 1.0])
-    affine[:3, 3] = [lo for lo, _ in BOUNDING_BOX]
-    return shape, affine  # type: ignore[return-value]
+    grid = preprocess_mni_grid(voxel_size)
+    return grid.shape, grid.affine
 
 
 @functools.lru_cache(maxsize=4)
