@@ -38,6 +38,8 @@ __all__ = [
     "region_ranks",
 ]
 
+RANDOMISATION_SEED_OFFSET = 0x5EED_0000
+
 Method = Callable[[nn.Module, Tensor, Tensor], Tensor]
 """(model, inputs, targets) -> (N, *spatial) maps."""
 
@@ -57,7 +59,8 @@ def randomised_copy(model: nn.Module, *, seed: int = 0, layers: Sequence[str] | 
     clone = copy.deepcopy(model)
     chosen = set(layers) if layers is not None else None
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # offset, so that seed 0 does not re-draw a model that was initialised with seed 0
+        torch.manual_seed(RANDOMISATION_SEED_OFFSET + seed)
         for name, module in _parametrised(clone):
             if chosen is None or name in chosen:
                 module.reset_parameters()
@@ -94,7 +97,7 @@ def model_randomisation(
     -------
     pandas.DataFrame
         Columns ``randomised`` (``"all"`` or the deepest layer reset so far), ``subject`` (row of
-        ``inputs``), ``spearman``.
+        ``inputs``), ``spearman`` (NaN where either map is constant, e.g. all zero).
     """
     trained = method(model, inputs, targets) if trained_maps is None else trained_maps
     steps: list[tuple[str, list[str] | None]] = [("all", None)]
@@ -215,9 +218,10 @@ def region_ranks(table: pd.DataFrame, names: Sequence[str]) -> dict[str, int | N
 
 
 def atlas_for(cohort_effects: list[dict]) -> str | None:
-    """The atlas of a cohort's atlas effects (the first one), for ranking planted regions."""
+    """The atlas of a cohort's first atlas effect, as a bundled name or ``image:labels``."""
     for effect in cohort_effects:
         for part in effect.get("parts", [effect]):
             if part.get("kind") == "atlas":
-                return str(part["atlas"])
+                labels = part.get("atlas_labels")
+                return f"{part['atlas']}:{labels}" if labels else str(part["atlas"])
     return None

@@ -1,0 +1,170 @@
+"""`neurocnn interpret`: attribution maps, group maps, atlas tables and sanity checks of a run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from neurocnn.commands._help import add_command
+from neurocnn.errors import NeuroCNNError
+
+METHOD_NAMES = {
+    "gradcam": "gradcam",
+    "grad-cam": "gradcam",
+    "guided": "guided_backprop",
+    "guided_backprop": "guided_backprop",
+    "guided-backprop": "guided_backprop",
+    "mp": "perturbation",
+    "perturbation": "perturbation",
+    "occlusion": "occlusion",
+    "ig": "integrated_gradients",
+    "integrated_gradients": "integrated_gradients",
+    "integrated-gradients": "integrated_gradients",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``interpret`` verb to the CLI."""
+    p = add_command(
+        sub,
+        "interpret",
+        help="explain a trained run: Grad-CAM, guided backprop, Meaningful Perturbation, atlas tables",
+        description="Each fold's best model explains its own test subjects (out-of-fold maps). "
+        "Writes per-subject maps (4D NIfTI), per-class and conjoined group maps on the prepared "
+        "grid, region scores for each atlas (resampled through the affines), Dice and rank "
+        "correlation between methods, accuracy on inputs masked by each group map, and on request "
+        "the model-randomisation test, the first-layer analysis, voxel-wise t-tests and, for "
+        "synthetic cohorts, how well the maps find the planted regions. Without a run folder, "
+        "--checkpoint with --cache and --model explains every subject of a cache with one model.",
+        example="neurocnn interpret runs/mrinet --methods gradcam,guided,mp --perturbation-subjects 4\n"
+        "neurocnn interpret runs/mrinet --atlas aal2 --atlas jhu.nii.gz:jhu.json --randomisation\n"
+        "neurocnn interpret --checkpoint best.ckpt --cache cache/ --model mrinet --out maps/",
+    )
+    p.add_argument("run", type=Path, nargs="?", help="run folder written by `neurocnn cv`")
+    p.add_argument("--out", type=Path, help="output folder (default RUN/interpret)")
+    p.add_argument(
+        "--methods",
+        default="gradcam,guided_backprop,perturbation",
+        help="comma-separated: gradcam, guided_backprop (guided), perturbation (mp), occlusion, "
+        "integrated_gradients (ig)",
+    )
+    p.add_argument(
+        "--atlas",
+        action="append",
+        metavar="NAME|IMAGE:LABELS",
+        help="bundled atlas name (aal2, harvard_oxford, ...) or a label map with its table; "
+        "repeatable (default aal2)",
+    )
+    p.add_argument("--top", type=int, default=5, help="regions listed per map (default 5)")
+    p.add_argument("--folds", help="comma-separated outer folds (default all finished)")
+    p.add_argument("--repeat", type=int, default=0, help="repeat whose folds are used (default 0)")
+    p.add_argument("--subjects", type=int, help="test subjects explained per fold (default all)")
+    p.add_argument(
+        "--perturbation-subjects",
+        type=int,
+        help="subjects per fold for Meaningful Perturbation (slow: about 1-2 min each on a CPU)",
+    )
+    p.add_argument("--mp-iterations", type=int, help="Meaningful Perturbation steps at most (default 300)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--target", choices=["predicted", "true"], default="predicted", help="class explained")
+    p.add_argument("--top-percent", type=float, help="threshold maps at their top x%% instead of S3's")
+    p.add_argument("--no-masked-eval", action="store_true", help="skip the masked re-evaluation")
+    p.add_argument("--randomisation", action="store_true", help="model-randomisation sanity check")
+    p.add_argument("--first-layer", action="store_true", help="first hidden layer analysis")
+    p.add_argument("--voxel-stats", action="store_true", help="voxel-wise t-test of the inputs (FDR)")
+    p.add_argument("--ground-truth", type=Path, metavar="COHORT", help="synthetic cohort folder")
+    p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("without a run folder")
+    g.add_argument("--checkpoint", type=Path, help="a Lightning checkpoint or state dict")
+    g.add_argument("--cache", type=Path, help="prepared cohort to explain")
+    g.add_argument("--model", help="model name of the checkpoint")
+    g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=run)
+
+
+def build_options(args: argparse.Namespace) -> Any:
+    """`InterpretOptions` from the parsed arguments."""
+    from pydantic import ValidationError
+
+    from neurocnn.interpret.perturbation import PerturbationConfig
+    from neurocnn.interpret.pipeline import InterpretOptions
+
+    methods = []
+    for name in (m.strip().lower() for m in args.methods.split(",") if m.strip()):
+        if name not in METHOD_NAMES:
+            raise NeuroCNNError(
+                f"--methods: unknown method {name!r}; choose from {', '.join(sorted(set(METHOD_NAMES)))}"
+            )
+        methods.append(METHOD_NAMES[name])
+    folds = None
+    if args.folds:
+        try:
+            folds = tuple(int(f) for f in args.folds.split(","))
+        except ValueError as exc:
+            raise NeuroCNNError(f"--folds {args.folds!r}: expected comma-separated integers") from exc
+    mp = PerturbationConfig(**({"max_iter": args.mp_iterations} if args.mp_iterations else {}))
+    try:
+        return InterpretOptions(
+            methods=tuple(dict.fromkeys(methods)),
+            atlases=tuple(args.atlas or ["aal2"]),
+            top=args.top,
+            repeat=args.repeat,
+            folds=folds,
+            subjects_per_fold=args.subjects,
+            perturbation_subjects_per_fold=args.perturbation_subjects,
+            batch_size=args.batch_size,
+            target=args.target,
+            top_percent=args.top_percent,
+            masked_eval=not args.no_masked_eval,
+            randomisation=args.randomisation,
+            first_layer=args.first_layer,
+            voxel_stats=args.voxel_stats,
+            ground_truth=str(args.ground_truth) if args.ground_truth else None,
+            perturbation=mp,
+            seed=args.seed,
+        )
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise NeuroCNNError("invalid interpret options", problems=problems) from None
+
+
+def _model_options(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise NeuroCNNError(f"--model-option {item!r}: expected KEY=VALUE, e.g. dropout=0.2")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Interpret the run (or checkpoint), print the summary; return the exit code."""
+    from neurocnn.interpret.markdown import summary_lines
+    from neurocnn.interpret.pipeline import interpret_checkpoint, interpret_run
+
+    options = build_options(args)
+    if args.checkpoint is not None:
+        if args.cache is None or args.model is None or args.out is None:
+            raise NeuroCNNError("--checkpoint needs --cache, --model and --out")
+        summary = interpret_checkpoint(
+            args.checkpoint,
+            args.cache,
+            args.out,
+            options,
+            model=args.model,
+            model_options=_model_options(args.model_option),
+        )
+        out = args.out
+    else:
+        if args.run is None:
+            raise NeuroCNNError("give a run folder (neurocnn interpret RUN), or --checkpoint with --cache")
+        out = args.out or args.run / "interpret"
+        summary = interpret_run(args.run, out, options)
+    for line in summary_lines(summary):
+        print(line)
+    print(f"maps and tables in {out}")
+    return 0

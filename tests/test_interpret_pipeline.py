@@ -1,0 +1,189 @@
+"""`interpret_run` and `neurocnn interpret` on a tiny run folder with a planted effect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from neurocnn.errors import NeuroCNNError
+from neurocnn.interpret.markdown import ground_truth_checks, ground_truth_markdown, summary_lines
+from neurocnn.interpret.perturbation import PerturbationConfig
+from neurocnn.interpret.pipeline import InterpretOptions, interpret_run
+from training_fixtures import write_cache
+
+SHAPE = (20, 22, 20)
+MODEL = {"name": "mrinet", "options": {"widths": [4, 8], "dropout": 0.0}}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 2-fold run of a tiny MriNet (trained here in a few plain steps) and a cohort record whose
+    planted region is the corner block that carries the class effect."""
+    from neurocnn.data import splits as S
+    from neurocnn.data.cache import open_cache
+    from neurocnn.training.config import parse_config
+    from neurocnn.training.module import build_network
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("interpret")
+    cache_path = write_cache(root / "cache", 24, shape=SHAPE, effect=2.0, noise=0.5)
+    cache = open_cache(cache_path)
+    config = parse_config({"cache": str(cache_path), "model": MODEL, "splits": {"folds": 2}})
+    run = root / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(config.to_yaml())
+    table = S.kfold(cache.manifest, 2, seed=0, val_fraction=0.0)
+    S.save_splits(table, run / "splits.tsv")
+    x_all = torch.from_numpy(np.array(cache.array()))
+    y_all = torch.from_numpy(np.array(cache.labels()))
+    for fold in (0, 1):
+        torch.manual_seed(fold)
+        net = build_network(config, cache.shape, 2)
+        train = torch.as_tensor(S.split_indices(table, 0, fold)["train"])
+        optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(12):
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(net(x_all[train]), y_all[train]).backward()
+            optimiser.step()
+        state = {f"net.{k}": v for k, v in net.state_dict().items()}
+        (run / "folds" / f"r0_f{fold}").mkdir(parents=True)
+        torch.save({"state_dict": state, "epoch": 1}, run / "folds" / f"r0_f{fold}" / "best.ckpt")
+    # a label map on the cache grid: 1 = the effect's corner block, 2 = the rest of the volume
+    labels = np.full(SHAPE, 2, np.uint8)
+    sx, sy, sz = (s // 3 for s in SHAPE)
+    labels[1 : 1 + sx, 1 : 1 + sy, 1 : 1 + sz] = 1
+    atlas = root / "atlas.nii.gz"
+    nib.save(nib.Nifti1Image(labels, cache.affine), str(atlas))
+    (root / "atlas.csv").write_text("index,name\n1,Corner\n2,Elsewhere\n")
+    cohort = root / "cohort"
+    cohort.mkdir()
+    effect = {
+        "name": "corner",
+        "kind": "atlas",
+        "atlas": str(atlas),
+        "atlas_labels": str(root / "atlas.csv"),
+        "regions": [{"label": 1, "name": "Corner"}],
+    }
+    (cohort / "cohort.json").write_text(json.dumps({"effects": [effect]}))
+    torch.set_num_threads(threads)
+    return run, root
+
+
+def test_interpret_run_writes_maps_tables_and_checks(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    run, root = tiny_run
+    options = InterpretOptions(
+        methods=("gradcam", "guided_backprop", "perturbation"),
+        atlases=(f"{root / 'atlas.nii.gz'}:{root / 'atlas.csv'}",),
+        perturbation_subjects_per_fold=2,
+        perturbation=PerturbationConfig(max_iter=8, jitters=3, sigma_image=2.0, sigma_mask=2.0),
+        randomisation=True,
+        randomisation_subjects=2,
+        first_layer=True,
+        voxel_stats=True,
+        ground_truth=str(root / "cohort"),
+    )
+    summary = interpret_run(run, tmp_path, options, progress=False)
+    assert summary["folds"] == ["r0_f0", "r0_f1"]
+    assert summary["methods"]["gradcam"]["subjects"] == 24
+    assert summary["methods"]["perturbation"]["subjects"] == 4
+    img = nib.load(str(tmp_path / "subjects_gradcam.nii.gz"))
+    assert img.shape == (*SHAPE, 24)
+    np.testing.assert_allclose(img.affine, np.diag([3.0, 3.0, 3.0, 1.0]))
+    rows = pd.read_csv(tmp_path / "subjects_gradcam.tsv", sep="\t")
+    assert set(rows["fold"]) == {"r0_f0", "r0_f1"} and rows["index"].is_unique
+    for name in ("control", "patient", "conjoined"):
+        assert (tmp_path / "group" / f"gradcam_{name}.nii.gz").exists()
+    regions = pd.read_csv(tmp_path / "regions" / "gradcam_atlas.tsv", sep="\t")
+    assert set(regions["group"]) == {"control", "patient", "conjoined"}
+    assert len(pd.read_csv(tmp_path / "agreement.tsv", sep="\t")) == 3
+    masked = pd.read_csv(tmp_path / "masked_eval.tsv", sep="\t")
+    assert set(masked["mask"]) >= {"none", "gradcam:conjoined", "perturbation:patient"}
+    assert masked.loc[masked["mask"] == "none", "accuracy"].mean() > 0.8  # the tiny models learned
+    rnd = pd.read_csv(tmp_path / "randomisation.tsv", sep="\t")
+    assert set(rnd["method"]) == {"gradcam", "guided_backprop", "perturbation"}
+    gt = pd.read_csv(tmp_path / "ground_truth.tsv", sep="\t")
+    assert set(gt["region"]) == {"Corner"}
+    gradcam = summary["methods"]["gradcam"]
+    assert gradcam["planted_ranks"] == {"Corner": 1}  # the Grad-CAM group map finds the effect
+    assert gradcam["localisation"][0]["enrichment"] > 1.0
+    assert (tmp_path / "first_layer.png").exists() and (tmp_path / "ttest_gm_t.nii.gz").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["classes"] == ["control", "patient"]
+    text = "\n".join(summary_lines(summary))
+    assert "top regions" in text and "Dice" in text and "model randomisation" in text
+    checks = ground_truth_checks(gradcam, ["Corner"])
+    assert checks["in_top5"] == 1
+    assert any("| gradcam |" in line for line in ground_truth_markdown(summary, ["Corner"]))
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    from neurocnn.commands import interpret
+
+    parser = argparse.ArgumentParser()
+    interpret.register(parser.add_subparsers())
+    return parser.parse_args(["interpret", *argv])
+
+
+def test_cli_verb_on_a_run_and_with_a_checkpoint(
+    tiny_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, root = tiny_run
+    atlas = f"{root / 'atlas.nii.gz'}:{root / 'atlas.csv'}"
+    args = parse(
+        [
+            str(run),
+            "--methods",
+            "gradcam,guided",
+            "--atlas",
+            atlas,
+            "--folds",
+            "0",
+            "--out",
+            str(tmp_path / "a"),
+        ]
+    )
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "gradcam: 12 subjects" in out and "Corner" in out and "agreement gradcam vs guided_backprop" in out
+    args = parse(
+        [
+            "--checkpoint", str(run / "folds" / "r0_f0" / "best.ckpt"),
+            "--cache", str(root / "cache"),
+            "--model", "mrinet",
+            "--model-option", "widths=[4, 8]",
+            "--methods", "gradcam",
+            "--atlas", atlas,
+            "--out", str(tmp_path / "b"),
+            "--no-masked-eval",
+        ]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    assert nib.load(str(tmp_path / "b" / "subjects_gradcam.nii.gz")).shape[-1] == 24
+
+
+def test_cli_verb_refuses_bad_requests(tiny_run: tuple[Path, Path]) -> None:
+    run, _ = tiny_run
+    args = parse([str(run), "--methods", "lime"])
+    with pytest.raises(NeuroCNNError, match="unknown method 'lime'"):
+        args.func(args)
+    args = parse(["--checkpoint", "x.ckpt"])
+    with pytest.raises(NeuroCNNError, match="needs --cache"):
+        args.func(args)
+    args = parse([str(run.parent / "nowhere")])
+    with pytest.raises(NeuroCNNError, match="not a run folder"):
+        args.func(args)
