@@ -15,7 +15,20 @@ from collections.abc import Sequence
 from neurocnn import __version__
 from neurocnn.errors import NeuroCNNError
 
-COMMANDS = ("demo", "synth", "cohort", "prepare", "splits", "models")
+COMMANDS = (
+    "demo",
+    "synth",
+    "cohort",
+    "prepare",
+    "splits",
+    "models",
+    "cv",
+    "evaluate",
+    "predict",
+    "baseline",
+    "compare",
+    "interpret",
+)
 
 EXIT_USER_ERROR = 2
 
