@@ -11,6 +11,7 @@ import pytest
 
 from neurocnn.baselines import CVOptions, atlas_features, run_regional, run_svm
 from neurocnn.data.cache import open_cache
+from neurocnn.errors import NeuroCNNError
 from training_fixtures import write_cache
 
 FAST = CVOptions(folds=4, inner_folds=3, n_boot=200, progress=False, save_models=False)
@@ -87,7 +88,12 @@ def test_an_interaction_defeats_the_linear_model_but_not_the_rbf_svm(tmp_path):
         table[f"noise{i}"] = rng.normal(size=len(y))
     table.to_csv(tmp_path / "xor.csv", index=False)
     options = CVOptions(folds=5, inner_folds=3, n_boot=200, progress=False, save_models=False)
-    out = run_regional(cache, tmp_path / "reg", options, models=["lr", "svm"], table=tmp_path / "xor.csv")
-    assert _bal(out["lr"]) <= 0.65
-    assert _bal(out["svm"]) >= 0.8
-    assert out["svm"]["pooled"]["auc"]["value"] >= 0.85
+    lr = run_regional(cache, tmp_path / "lr", options, models=["lr"], table=tmp_path / "xor.csv")["lr"]
+    options.grid = ("C=1,10", "gamma=0.3,1,3")
+    svm = run_regional(cache, tmp_path / "svm", options, models=["svm"], table=tmp_path / "xor.csv")["svm"]
+    assert _bal(lr) <= 0.65
+    assert _bal(svm) >= 0.8
+    assert svm["pooled"]["auc"]["value"] >= 0.85
+    with pytest.raises(NeuroCNNError, match="LogisticRegression has no parameter 'kernel'"):
+        run_regional(cache, tmp_path / "both", options, models=["svm", "lr"], table=tmp_path / "xor.csv")
+    assert not (tmp_path / "both").exists()  # refused before any model ran

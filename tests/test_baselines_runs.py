@@ -187,3 +187,50 @@ def test_deep2d_features_of_a_weights_file_feed_the_svm(tmp_path):
     config = yaml.safe_load((tmp_path / "deep" / "config.yaml").read_text())
     assert config["features"]["n_features"] == 512 and config["features"]["backbone"] == "resnet18"
     assert summary["folds_done"] == 3 and summary["n_subjects"] == 24
+
+
+def test_a_cnn_run_and_a_baseline_on_its_splits_are_compared_fold_by_fold(tmp_path, capsys):
+    """`neurocnn cv` → `neurocnn baseline svm --splits RUN` (cohort taken from the run) → compare."""
+    import logging
+
+    from neurocnn.training import parse_config, run_cv
+    from training_fixtures import tiny_config
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    cache = write_cache(tmp_path / "cache", n=24, effect=3.0)
+    net = {"name": "sequential_1", "options": {"filters": 2, "hidden": 4, "dropout": 0.0}}
+    config = parse_config(tiny_config(cache, model=net, train={"max_epochs": 1, "batch_size": 8}))
+    cnn = tmp_path / "cnn"
+    assert run_cv(config, cnn, progress=False).summary is not None
+    assert cli(["baseline", "svm", "--splits", str(cnn), "--out", str(tmp_path / "svm"), *QUICK[2:]]) == 0
+    assert S.load_splits(tmp_path / "svm" / "splits.tsv").equals(S.load_splits(cnn / "splits.tsv"))
+    capsys.readouterr()
+    assert (
+        cli(["compare", str(cnn), str(tmp_path / "svm"), "--permutations", "100", "--bootstrap", "20"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "cnn − svm" in out
+    row = next(line for line in out.splitlines() if line.startswith("| cnn − svm | balanced accuracy"))
+    assert row.split("|")[5].strip() != "–"  # the corrected t-test ran: same folds
+
+
+def test_three_classes(tmp_path):
+    cache = open_cache(write_cache(tmp_path / "cache", n=45, shape=(4, 4, 4), classes=("hc", "mci", "ad")))
+    m = cache.manifest
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        {"participant_id": m["participant_id"], "a": m["label_index"] + rng.normal(0, 0.3, 45)}
+    )
+    table["b"] = rng.normal(size=45)
+    table.to_csv(tmp_path / "t.csv", index=False)
+    options = CVOptions(folds=3, inner_folds=2, n_boot=50, progress=False, save_models=False)
+    lr = run_regional(cache, tmp_path / "r" / "lr", options, models=["lr"], table=tmp_path / "t.csv")["lr"]
+    assert lr["pooled"]["balanced_accuracy"]["value"] > 0.8
+    options.grid = ("C=1", "gamma=1")
+    run_regional(cache, tmp_path / "r" / "svm", options, models=["svm"], table=tmp_path / "t.csv")
+    pooled = pd.read_csv(tmp_path / "r" / "svm" / "predictions.csv")
+    assert np.allclose(pooled[["prob_hc", "prob_mci", "prob_ad"]].sum(axis=1), 1)
+    from neurocnn.evaluation.compare import compare_runs
+
+    result = compare_runs([tmp_path / "r" / "lr", tmp_path / "r" / "svm"], n_permutations=50, n_boot=20)
+    assert len(result.pairs) == 2 and result.pairs["p_permutation"].notna().all()

@@ -101,6 +101,7 @@ def nested_cv(
     splits: Sequence[tuple[int, int]] | None = None,
     use_table_inner: bool = True,
     threads: int | None = 1,
+    n_classes: int | None = None,
 ) -> Iterator[FoldResult]:
     """Nested cross-validation of ``estimator`` over the outer splits of ``table``, one fold at a time.
 
@@ -129,6 +130,8 @@ def nested_cv(
         the matrices of a few hundred subjects are small, on a shared machine extra threads mostly
         wait for each other (5× slower on the 2-core development machine), and ``n_jobs`` gives
         parallelism across grid points instead.
+    n_classes
+        Columns of the probabilities (the cohort's classes; default: the largest label + 1).
 
     Yields
     ------
@@ -142,7 +145,7 @@ def nested_cv(
     row_of = pd.Series(np.arange(len(manifest)), index=manifest["index"].to_numpy())
     y_all = manifest["label_index"].to_numpy(dtype=np.int64)
     groups_all = manifest["participant_id"].astype(str).to_numpy()
-    n_classes = int(y_all.max()) + 1
+    n_classes = n_classes or int(y_all.max()) + 1
     chosen = outer_splits(table) if splits is None else list(splits)
     for repeat, fold in chosen:
         start = time.perf_counter()

@@ -33,6 +33,8 @@ from neurocnn.evaluation.metrics import METRICS, classification_metrics, summari
 from neurocnn.training.runfolder import fold_name, write_json, write_text
 
 CONFIG, DATA, SPLITS, ENVIRONMENT = "config.yaml", "data.json", "splits.tsv", "environment.json"
+COEFFICIENT = "logistic-regression coefficient (standardised features)"
+GAIN = "XGBoost gain"
 
 
 def open_baseline_run(
@@ -121,9 +123,9 @@ def write_fold(
     result.search.to_csv(d / "search.csv", index=False)
     if save_model:
         joblib.dump(result.model, d / "model.joblib")
-    importance = model_importance(result.model)
-    if importance is not None and feature_names is not None and len(importance) == len(feature_names):
-        pd.DataFrame({"feature": feature_names, "importance": importance}).to_csv(
+    found = model_importance(result.model)
+    if found is not None and feature_names is not None and len(found[0]) == len(feature_names):
+        pd.DataFrame({"feature": feature_names, "importance": found[0], "kind": found[1]}).to_csv(
             d / "importance.csv", index=False
         )
     y = manifest.set_index("index").loc[result.test, "label_index"].to_numpy(dtype=np.int64)
@@ -145,16 +147,16 @@ def write_fold(
     return metrics
 
 
-def model_importance(model: Any) -> np.ndarray | None:
-    """Logistic-regression coefficients (on standardised features; binary: towards the second
-    class, more classes: their L2 norm across classes) or XGBoost gains; None for other models."""
+def model_importance(model: Any) -> tuple[np.ndarray, str] | None:
+    """(importances, kind) of a fitted model: logistic-regression coefficients on standardised
+    features (binary: towards the second class; more classes: their L2 norm across classes) or
+    XGBoost gains; None for classifiers without one (KNN, RBF SVM)."""
     clf = model.steps[-1][1] if hasattr(model, "steps") else model
-    coef = getattr(clf, "coef_", None)
-    if coef is not None and type(clf).__name__ == "LogisticRegression":
-        coef = np.asarray(coef)
-        return coef[0] if coef.shape[0] == 1 else np.linalg.norm(coef, axis=0)
+    if type(clf).__name__ == "LogisticRegression":
+        coef = np.asarray(clf.coef_)
+        return (coef[0] if coef.shape[0] == 1 else np.linalg.norm(coef, axis=0)), COEFFICIENT
     if type(clf).__name__ == "XGBClassifier":
-        return np.asarray(clf.feature_importances_, dtype=np.float64)
+        return np.asarray(clf.feature_importances_, dtype=np.float64), GAIN
     return None
 
 
@@ -228,25 +230,28 @@ def gather_baseline(run: Path | str, *, n_boot: int = 2000, seed: int = 0) -> di
 
 
 def gather_importance(run: Path, done: list[tuple[int, int]]) -> pd.DataFrame | None:
-    """feature_importance.csv (mean, std over folds, one column per fold) and its plot."""
-    per = {}
+    """feature_importance.csv (mean, std over folds, one column per fold) and its plot, when every
+    fold's model has the same kind of importance (not for `select` choosing different families)."""
+    per, kinds = {}, set()
     for rf in done:
         f = run / "folds" / fold_name(*rf) / "importance.csv"
         if f.exists():
-            per[fold_name(*rf)] = pd.read_csv(f).set_index("feature")["importance"]
-    if not per:
+            table = pd.read_csv(f)
+            per[fold_name(*rf)] = table.set_index("feature")["importance"]
+            kinds |= set(table["kind"])
+    if not per or len(kinds) != 1 or len(per) != len(done):
         return None
+    kind = kinds.pop()
     wide = pd.DataFrame(per)
     table = pd.DataFrame(
         {"feature": wide.index, "mean": wide.mean(axis=1).to_numpy(), "std": wide.std(axis=1).to_numpy()}
     )
     table = pd.concat([table, wide.reset_index(drop=True)], axis=1)
     table = table.iloc[np.argsort(-table["mean"].abs().to_numpy(), kind="stable")].reset_index(drop=True)
-    config = yaml.safe_load((run / CONFIG).read_text())
-    kind = config.get("model", {}).get("importance", "importance")
     table.attrs["kind"] = kind
     table.to_csv(run / "feature_importance.csv", index=False)
     from neurocnn.baselines.plots import plot_importance
 
-    plot_importance(table, run / "feature_importance.png", title=f"{config['model']['name']}: {kind}")
+    name = yaml.safe_load((run / CONFIG).read_text())["model"]["name"]
+    plot_importance(table, run / "feature_importance.png", title=f"{name}: {kind}")
     return table

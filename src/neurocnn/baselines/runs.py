@@ -33,8 +33,10 @@ from neurocnn.baselines.features import (
 from neurocnn.baselines.lbp import lbp_features
 from neurocnn.baselines.nested import SCORINGS, check_table_matches, nested_cv, outer_splits
 from neurocnn.baselines.runfolder import (
+    COEFFICIENT,
     DATA,
     ENVIRONMENT,
+    GAIN,
     SPLITS,
     gather_baseline,
     is_done,
@@ -187,6 +189,7 @@ def run_baseline(
         seed=options.seed,
         splits=todo,
         threads=options.threads,
+        n_classes=len(cache.classes),
     ):
         metrics = write_fold(
             run,
@@ -267,7 +270,7 @@ def run_svm(
         step = E.VoxelMask(mask=grid_mask.ravel()[positions % vol])
         described = str(Path(mask).resolve())
     estimator = E.svm_pipeline(mask=step, seed=options.seed)
-    grid = E.parse_grid(options.grid, E.svm_grid())
+    grid = E.parse_grid(options.grid, E.svm_grid(), estimator)
     features = {"type": "voxels", "mask": described, "modalities": modalities or cohort.modalities}
     return run_baseline(
         X,
@@ -311,7 +314,7 @@ def run_lbp(
         modalities=modalities,
     )
     estimator = E.svm_pipeline(seed=options.seed)
-    grid = E.parse_grid(options.grid, E.svm_grid())
+    grid = E.parse_grid(options.grid, E.svm_grid(), estimator)
     features = {
         "type": "lbp",
         "points": points,
@@ -401,14 +404,16 @@ def run_regional(
             f"unknown regional model(s) {', '.join(unknown) or '(none given)'}; "
             f"choose from {', '.join((*E.REGIONAL_MODELS, E.SELECT))}"
         )
+    specs = {}
+    for model in models:  # every grid is checked before any model runs
+        estimator, grid = E.regional_model(model, seed=options.seed, n_jobs=1)
+        specs[model] = (estimator, E.parse_grid(options.grid, grid, estimator))
     cohort = _open(cache, options)
     X, names, features = regional_matrix(cohort, **feature_options)
     summaries = {}
-    for model in models:
-        estimator, grid = E.regional_model(model, seed=options.seed, n_jobs=1)
-        grid = E.parse_grid(options.grid, grid)
+    importance = {"lr": COEFFICIENT, "xgb": GAIN}
+    for model, (estimator, grid) in specs.items():
         target = Path(out) if len(models) == 1 else Path(out) / model
-        importance = {"lr": "logistic-regression coefficient (standardised features)", "xgb": "XGBoost gain"}
         summaries[model] = run_baseline(
             X,
             names,
@@ -454,7 +459,7 @@ def run_deep2d(
         threads=options.threads,
     )
     estimator = E.svm_pipeline(seed=options.seed)
-    grid = E.parse_grid(options.grid, E.svm_grid())
+    grid = E.parse_grid(options.grid, E.svm_grid(), estimator)
     features = {
         "type": "deep2d",
         "weights": str(Path(weights).resolve()),
