@@ -15,7 +15,7 @@ from neurocnn.training.config import ExperimentConfig, load_config, parse_config
 def test_defaults_and_yaml_round_trip(tmp_path):
     cfg = parse_config({"cache": "c", "model": {"name": "mrinet"}, "optim": {"optimizer": "adadelta"}})
     assert cfg.optim.lr == 1.0 and cfg.splits.folds == 10 and cfg.splits.val_fraction == 0.1
-    assert cfg.train.select == "balanced_accuracy" and cfg.train.deterministic is True
+    assert cfg.train.select == "balanced_accuracy" and cfg.train.deterministic is None
     path = tmp_path / "config.yaml"
     path.write_text(cfg.to_yaml())
     assert load_config(path) == cfg

@@ -58,6 +58,7 @@ def reference(cohort, tmp_path_factory) -> Path:
 def test_run_folder_layout(reference, cohort):
     cfg = parse_config(yaml.safe_load((reference / "config.yaml").read_text()))
     assert cfg.model.name == "sequential_1" and cfg.model.modalities == "channels"
+    assert cfg.train.deterministic is True  # resolved for the CPU
     assert Path(cfg.cache) == cohort.resolve()
     splits = load_splits(reference / "splits.tsv")
     assert sorted(splits["fold"].unique()) == [0, 1, 2]

@@ -73,7 +73,7 @@ def test_slice_models_train_on_slices_and_vote_per_subject(tmp_path):
     torch.manual_seed(sample_seed(0, 0, 0, 0, 0xD0))
     logits = net.slice_logits(x)  # (B, S, K)
     expected = F.cross_entropy(logits.reshape(-1, 2), y.repeat_interleave(logits.shape[1]))
-    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     net.eval()
     probs, preds = predict_proba(net, cache, np.arange(4))
     vote = net.vote(x)

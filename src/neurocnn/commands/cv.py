@@ -1,18 +1,8 @@
 """`neurocnn cv`: cross-validated training into a run folder; `neurocnn cv gather RUN` combines folds.
 
-Multi-process and multi-node training (Lightning DDP):
-
-- one machine, several GPUs or CPU processes: ``neurocnn cv ... --accelerator gpu --devices 4
-  --strategy ddp`` (CPU: ``--accelerator cpu --devices 2 --strategy ddp``, gloo backend); Lightning
-  starts the other processes by running the same command again.
-- torchrun: ``torchrun --nproc-per-node 4 --nnodes 2 --node-rank N --master-addr HOST
-  $(which neurocnn) cv ... --devices 4 --num-nodes 2 --strategy ddp``.
-- SLURM: ``srun neurocnn cv ... --devices 4 --num-nodes 2 --strategy ddp`` in an sbatch script with
-  ``--ntasks-per-node=4 --nodes=2`` (Lightning reads the SLURM variables).
-- folds as separate jobs: a job array of ``neurocnn cv ... --fold $((SLURM_ARRAY_TASK_ID % K))
-  --repeat $((SLURM_ARRAY_TASK_ID / K))``, then ``neurocnn cv gather RUN``.
-
-``--batch-size`` is the global batch: each of P processes gets batch/P subjects per step.
+Multi-process and multi-node training (Lightning DDP, torchrun, SLURM): see
+`neurocnn.training.distributed`. Folds as separate jobs: a job array of ``neurocnn cv ... --fold
+$((SLURM_ARRAY_TASK_ID % K)) --repeat $((SLURM_ARRAY_TASK_ID / K))``, then ``neurocnn cv gather RUN``.
 """
 
 from __future__ import annotations
@@ -41,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "splits, environment, per-fold checkpoints, history, out-of-fold predictions, metrics with "
         "95% bootstrap CIs. The best checkpoint is chosen on a validation set carved from the "
         "training fold, never on the test fold. `neurocnn cv gather RUN` combines folds trained "
-        "by separate jobs (--fold). See `python -m pydoc neurocnn.commands.cv` for DDP, torchrun "
-        "and SLURM launch lines.",
+        "by separate jobs (--fold). DDP on one machine: --devices N --strategy ddp; for torchrun "
+        "and SLURM see `python -m pydoc neurocnn.training.distributed`.",
         example="neurocnn cv cache/synth_3mm --model mrinet --folds 5 --epochs 30 --out runs/mrinet\n"
         "neurocnn cv cache/synth_3mm --model mrinet --folds 5 --permute-labels --out runs/perm\n"
         "neurocnn cv cache/synth_3mm --model mrinet --folds 5 --fold 3 --out runs/mrinet\n"
@@ -262,7 +252,8 @@ def run(args: argparse.Namespace) -> int:
         raise NeuroCNNError("give the run folder to write (--out RUN)")
     _quiet_lightning()
     from neurocnn.evaluation.summary import describe
-    from neurocnn.training.crossval import process_rank, run_cv
+    from neurocnn.training.crossval import run_cv
+    from neurocnn.training.distributed import process_rank
 
     config = build_config(args)
     folds = _numbers(args.fold, int, "--fold") if args.fold else None

@@ -78,7 +78,11 @@ class TrainConfig(_Section):
     devices: int | str = 1
     strategy: str = "auto"
     num_nodes: int = Field(1, ge=1)
-    deterministic: bool | Literal["warn"] = True
+    deterministic: bool | Literal["warn"] | None = Field(
+        None,
+        description="deterministic algorithms; None: True on CPU, 'warn' on GPU (some CUDA kernels, "
+        "e.g. max-pool backward, have no deterministic version)",
+    )
 
 
 class AugmentConfig(_Section):

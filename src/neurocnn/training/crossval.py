@@ -37,7 +37,14 @@ from neurocnn.data import splits as S
 from neurocnn.data.cache import PreparedCohort, open_cache
 from neurocnn.errors import NeuroCNNError
 from neurocnn.training.config import ExperimentConfig
-from neurocnn.training.fold import FoldPlan, check_mlflow_uri, fit_fold, make_network
+from neurocnn.training.distributed import PLAN_ENV, process_rank, world_size
+from neurocnn.training.fold import (
+    FoldPlan,
+    check_mlflow_uri,
+    deterministic_mode,
+    fit_fold,
+    make_network,
+)
 from neurocnn.training.module import resolve_modalities
 from neurocnn.training.runfolder import (
     DATA,
@@ -52,8 +59,6 @@ from neurocnn.training.runfolder import (
 )
 from neurocnn.training.sampling import sample_seed
 
-PLAN_ENV = "NEUROCNN_FOLD_PLAN"
-
 
 @dataclass
 class CVResult:
@@ -62,15 +67,6 @@ class CVResult:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
-
-
-def process_rank() -> int:
-    """This process's global rank when launched by Lightning, torchrun or SLURM (0 otherwise)."""
-    for var in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
-            return int(os.environ[var])
-    local, node = os.environ.get("LOCAL_RANK", "0"), os.environ.get("NODE_RANK", "0")
-    return int(local) + int(node) if local.isdigit() and node.isdigit() else 0
 
 
 def permute_labels(cache: PreparedCohort, seed: int) -> PreparedCohort:
@@ -137,7 +133,14 @@ def image_hashes(cache: PreparedCohort) -> list[str]:
 def resolve(config: ExperimentConfig, cache: PreparedCohort) -> ExperimentConfig:
     """Fill in what depends on the cohort, so that config.yaml says exactly what was trained."""
     mode = resolve_modalities(config, cache.shape[1])
-    return config.with_overrides({"model.modalities": mode, "cache": str(Path(cache.path).resolve())})
+    deterministic = deterministic_mode(config.train.deterministic, config.train.accelerator)
+    return config.with_overrides(
+        {
+            "model.modalities": mode,
+            "cache": str(Path(cache.path).resolve()),
+            "train.deterministic": deterministic,
+        }
+    )
 
 
 def run_cv(
@@ -194,8 +197,13 @@ def run_cv(
         plan, skipped = _plan(run, selected, resume=resume)
         os.environ[PLAN_ENV] = ",".join(fold_name(*rf) for rf in plan)  # DDP children inherit it
     else:
+        # started by Lightning: rank 0's plan is inherited; by torchrun/SLURM: decide as rank 0 does
+        # (no fold can finish before every process has joined the first one)
         names = os.environ.get(PLAN_ENV)
-        plan = [rf for rf in selected if names is None or fold_name(*rf) in names.split(",")]
+        if names is not None:
+            plan = [rf for rf in selected if fold_name(*rf) in names.split(",")]
+        else:
+            plan = [rf for rf in selected if overwrite or not run.is_done(*rf)]
         skipped = []
     result = CVResult(run.path, skipped=[fold_name(*rf) for rf in skipped])
     show = _FoldBar(len(plan), enabled=progress and rank == 0)
@@ -217,7 +225,7 @@ def run_cv(
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            if _world_size(config) > 1:
+            if world_size(config.train.devices, config.train.num_nodes) > 1:
                 raise  # the other processes would wait for this one forever
             if rank == 0:
                 fold_dir.mkdir(parents=True, exist_ok=True)
@@ -252,12 +260,6 @@ def _plan(
         else:
             plan.append(rf)
     return plan, skipped
-
-
-def _world_size(config: ExperimentConfig) -> int:
-    d = config.train.devices
-    n = int(d) if isinstance(d, int) or str(d).isdigit() else 1
-    return n * config.train.num_nodes
 
 
 def _search(

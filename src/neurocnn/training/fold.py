@@ -29,6 +29,7 @@ from neurocnn.evaluation.inference import inference_device, predict_proba
 from neurocnn.evaluation.metrics import classification_metrics
 from neurocnn.training.augment import SampleTransform, flip_and_shift
 from neurocnn.training.config import ExperimentConfig
+from neurocnn.training.distributed import process_rank
 from neurocnn.training.module import Classifier, build_network, class_weights
 from neurocnn.training.runfolder import write_json
 from neurocnn.training.sampling import EpochDataset, EpochSampler, sample_seed
@@ -146,6 +147,14 @@ def loggers(config: ExperimentConfig, fold_dir: Path, run_dir: Path | None, name
     return out
 
 
+def deterministic_mode(value: bool | str | None, accelerator: str) -> bool | str:
+    """True on CPU, "warn" on GPU unless configured: some CUDA kernels (max-pool backward) have no
+    deterministic version and would raise."""
+    if value is not None:
+        return value
+    return "warn" if inference_device(accelerator).type == "cuda" else True
+
+
 def check_mlflow_uri(uri: str) -> None:
     """A local store needs no server: a ``file:`` folder (MLflow 3 keeps it behind an opt-in, which
     we give) or SQLite (needs SQLAlchemy, which mlflow-skinny leaves out)."""
@@ -162,6 +171,58 @@ def check_mlflow_uri(uri: str) -> None:
             ) from None
     elif uri.startswith("file:") or "://" not in uri:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
+def make_trainer(
+    config: ExperimentConfig,
+    fold_dir: Path,
+    run_dir: Path | None,
+    name: str,
+    *,
+    has_val: bool,
+    progress: bool,
+) -> tuple[L.Trainer, ModelCheckpoint, EarlyStopping | None]:
+    """The Trainer of one split: best checkpoint by the validation metric, last checkpoint, early
+    stopping on the validation loss, loggers; the split's own sampler (no distributed sampler)."""
+    by_accuracy = config.train.select == "balanced_accuracy"
+    checkpoint = ModelCheckpoint(
+        dirpath=fold_dir,
+        filename="best",
+        monitor=("val_balanced_accuracy" if by_accuracy else "val_loss") if has_val else None,
+        mode="max" if by_accuracy else "min",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+        auto_insert_metric_name=False,
+    )
+    callbacks: list[Any] = [checkpoint]
+    stopper = None
+    if has_val and config.train.early_stopping:
+        stopper = EarlyStopping(monitor="val_loss", mode="min", patience=config.train.early_stopping)
+        callbacks.append(stopper)
+    t = config.train
+    trainer = L.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,  # type: ignore[arg-type]
+        deterministic=deterministic_mode(t.deterministic, t.accelerator),
+        logger=loggers(config, fold_dir, run_dir, name),
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=None if has_val else 0,
+        use_distributed_sampler=False,
+        # SyncBatchNorm exists for GPUs only; CPU processes keep per-process statistics
+        sync_batchnorm=_distributed(t.strategy, t.devices, t.num_nodes)
+        and inference_device(t.accelerator).type == "cuda",
+        log_every_n_steps=1,
+        default_root_dir=fold_dir,
+    )
+    return trainer, checkpoint, stopper
 
 
 def fit_fold(
@@ -190,48 +251,27 @@ def fit_fold(
     )
     module = Classifier(net, config, weights=weights, head_names=heads, seed=seed)
     has_val = len(plan.val) > 0
-    by_accuracy = config.train.select == "balanced_accuracy"
-    checkpoint = ModelCheckpoint(
-        dirpath=fold_dir,
-        filename="best",
-        monitor=("val_balanced_accuracy" if by_accuracy else "val_loss") if has_val else None,
-        mode="max" if by_accuracy else "min",
-        save_top_k=1,
-        save_last=True,
-        enable_version_counter=False,
-        auto_insert_metric_name=False,
-    )
-    callbacks: list[Any] = [checkpoint]
-    stopper = None
-    if has_val and config.train.early_stopping:
-        stopper = EarlyStopping(monitor="val_loss", mode="min", patience=config.train.early_stopping)
-        callbacks.append(stopper)
+    if not has_val and config.optim.schedule == "plateau":
+        raise NeuroCNNError(
+            "the reduce-on-plateau schedule follows the validation loss, but this split has no "
+            "validation subjects; give a validation share (--val) or another --schedule"
+        )
     t = config.train
-    name = plan.tag or f"r{plan.repeat}_f{plan.fold}"
-    trainer = L.Trainer(
-        max_epochs=t.max_epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        num_nodes=t.num_nodes,
-        precision=t.precision,  # type: ignore[arg-type]
-        deterministic=t.deterministic,
-        logger=loggers(config, fold_dir, run_dir, name),
-        callbacks=callbacks,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=None if has_val else 0,
-        use_distributed_sampler=False,
-        # SyncBatchNorm exists for GPUs only; CPU processes keep per-process statistics
-        sync_batchnorm=_distributed(t.strategy, t.devices, t.num_nodes)
-        and inference_device(t.accelerator).type == "cuda",
-        log_every_n_steps=1,
-        default_root_dir=fold_dir,
+    trainer, checkpoint, stopper = make_trainer(
+        config,
+        fold_dir,
+        run_dir,
+        plan.tag or f"r{plan.repeat}_f{plan.fold}",
+        has_val=has_val,
+        progress=progress,
     )
     last = fold_dir / "last.ckpt"
-    ckpt_path = str(last) if resume and _readable(last) else None
-    _keep_earlier_logs(fold_dir / "logs", resumed=ckpt_path is not None)
+    ckpt_path = None
+    if process_rank() == 0:  # only one process touches the fold's files
+        ckpt_path = str(last) if resume and _readable(last) else None
+        _keep_earlier_logs(fold_dir / "logs", resumed=ckpt_path is not None)
+    elif resume and last.exists():
+        ckpt_path = str(last)
     with warnings.catch_warnings():
         for message in QUIET:
             warnings.filterwarnings("ignore", message=message)
