@@ -76,9 +76,10 @@ def test_run_folder_layout(reference, cohort):
         m = json.loads((d / "metrics.json").read_text())
         assert m["selection"] == "best validation balanced_accuracy"
         assert 0 <= m["best_epoch"] <= 2 and m["epochs_run"] == 3
-        # the checkpoint the fold reports is the one Lightning kept
+        # the checkpoint the fold reports is the one Lightning kept; last.ckpt is the latest epoch
         ckpt = torch.load(d / "best.ckpt", weights_only=True)
         assert ckpt["epoch"] == m["best_epoch"]
+        assert torch.load(d / "last.ckpt", weights_only=True)["epoch"] == 2
     pred = pd.read_csv(reference / "predictions.csv")
     assert list(pred.columns) == [
         "participant_id",

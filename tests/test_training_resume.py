@@ -72,6 +72,9 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     assert epoch_at_kill < 11
 
     assert cv.main([str(cache), *ARGS, "--out", str(killed), "--resume"]) == 0
+    if epoch_at_kill >= 0:  # the resumed fold continued after the latest finished epoch
+        after = pd.read_csv(killed / "folds" / "r0_f0" / "logs" / "metrics.csv")
+        assert after["epoch"].min() == epoch_at_kill + 1
     straight = tmp_path / "straight"
     assert cv.main([str(cache), *ARGS, "--out", str(straight)]) == 0
     pd.testing.assert_frame_equal(

@@ -191,11 +191,20 @@ def make_trainer(
         monitor=("val_balanced_accuracy" if by_accuracy else "val_loss") if has_val else None,
         mode="max" if by_accuracy else "min",
         save_top_k=1,
-        save_last=True,
         enable_version_counter=False,
         auto_insert_metric_name=False,
     )
-    callbacks: list[Any] = [checkpoint]
+    # Lightning's save_last writes last.ckpt only when a best checkpoint is saved; a resume needs
+    # the latest epoch, so a second callback keeps it (written after the best one, holding its state)
+    latest = ModelCheckpoint(
+        dirpath=fold_dir,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
+    callbacks: list[Any] = [checkpoint, latest]
     stopper = None
     if has_val and config.train.early_stopping:
         stopper = EarlyStopping(monitor="val_loss", mode="min", patience=config.train.early_stopping)
