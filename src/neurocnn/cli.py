@@ -28,6 +28,7 @@ COMMANDS = (
     "baseline",
     "compare",
     "interpret",
+    "report",
 )
 
 EXIT_USER_ERROR = 2

@@ -1,0 +1,126 @@
+"""The report's figures, each returned as PNG bytes (matplotlib Agg; brain maps with nilearn)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import auc, confusion_matrix, roc_curve
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _scores(pred: pd.DataFrame, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Binary view: positive = the last class (the patients, by the usual sorting); scores = its
+    probability."""
+    positive = classes[-1]
+    return (pred["label"] == positive).to_numpy(int), pred[f"prob_{positive}"].to_numpy(float)
+
+
+def roc(runs: Sequence[tuple[str, pd.DataFrame]], classes: Sequence[str]) -> bytes:
+    """ROC per fold (thin) and pooled out-of-fold (thick) for the first run; pooled for the others."""
+    fig, ax = plt.subplots(figsize=(5, 4.6))
+    name, first = runs[0]
+    for (_, _), fold in first.groupby(["repeat", "fold"]):
+        y, s = _scores(fold, classes)
+        if len(set(y)) == 2:
+            fpr, tpr, _ = roc_curve(y, s)
+            ax.plot(fpr, tpr, color="tab:blue", alpha=0.25, lw=1)
+    for i, (label, pred) in enumerate(runs):
+        y, s = _scores(pred, classes)
+        if len(set(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(
+            fpr,
+            tpr,
+            lw=2.2 if i == 0 else 1.6,
+            color=f"C{i}",
+            label=f"{label} pooled (AUC {auc(fpr, tpr):.2f})",
+        )
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set_xlabel("1 − specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(f"ROC, positive class '{classes[-1]}' (thin: {name}'s folds)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+def learning_curves(histories: dict[str, pd.DataFrame]) -> bytes:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for i, (fold, h) in enumerate(sorted(histories.items())):
+        c = f"C{i % 10}"
+        if "train_loss" in h:
+            axes[0].plot(h["epoch"], h["train_loss"], color=c, ls="--", lw=1)
+        if "val_loss" in h:
+            axes[0].plot(h["epoch"], h["val_loss"], color=c, lw=1.3, label=fold)
+        if "val_balanced_accuracy" in h:
+            axes[1].plot(h["epoch"], h["val_balanced_accuracy"], color=c, lw=1.3)
+    axes[0].set_title("loss (dashed: training, solid: validation)", fontsize=9)
+    axes[1].set_title("validation balanced accuracy", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    if len(histories) <= 12:
+        axes[0].legend(fontsize=6, ncol=2)
+    return _png(fig)
+
+
+def confusion(pred: pd.DataFrame, classes: Sequence[str]) -> bytes:
+    m = confusion_matrix(pred["label"], pred["prediction"], labels=list(classes))
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, str(v), ha="center", va="center", color="black" if v < m.max() / 2 else "white")
+    ax.set_xticks(range(len(classes)), classes, fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("pooled out-of-fold predictions", fontsize=9)
+    return _png(fig)
+
+
+def brain_map(path: Path, background: object, title: str) -> bytes:
+    """A group map over a background image (the cohort's mean input, on the same grid)."""
+    from nilearn import plotting
+
+    fig = plt.figure(figsize=(8, 2.6))
+    display = plotting.plot_stat_map(
+        str(path),
+        bg_img=background,
+        display_mode="ortho",
+        figure=fig,
+        colorbar=True,
+        title=title,
+        annotate=False,
+        draw_cross=False,
+        black_bg=True,
+        cmap="hot",
+    )
+    png = _png(fig)
+    display.close()
+    return png
+
+
+def heatmap(matrix: pd.DataFrame, title: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(matrix.columns), 1.0 + 0.7 * len(matrix)))
+    values = matrix.to_numpy(dtype=float)
+    ax.imshow(values, cmap="viridis", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black")
+    ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(matrix.index)), matrix.index, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)

@@ -1,0 +1,88 @@
+"""The HTML report: every section present, every image decodes, offline, never clobbers a file."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from neurocnn.baselines.runs import CVOptions, run_svm
+from neurocnn.cli import main
+from neurocnn.errors import NeuroCNNError
+from neurocnn.interpret.pipeline import InterpretOptions, interpret_run
+from neurocnn.report import build_report
+from neurocnn.report.build import SECTIONS
+from neurocnn.report.check import check_in_browser, check_static, find_chromium
+from neurocnn.training import parse_config, run_cv
+from training_fixtures import tiny_config, write_cache
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, Path]:
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    root = tmp_path_factory.mktemp("report")
+    cache = write_cache(root / "cache", 24, effect=3.0)
+    config = tiny_config(
+        cache,
+        splits={"folds": 3, "val_fraction": 0.2},
+        train={"max_epochs": 2, "batch_size": 8, "early_stopping": None},
+    )
+    run_cv(parse_config(config), root / "cnn", progress=False)
+    run_svm(
+        cache,
+        root / "svm",
+        CVOptions(splits=root / "cnn", inner_folds=2, progress=False, save_models=False, n_boot=200),
+    )
+    options = InterpretOptions(
+        methods=("gradcam", "guided_backprop"),
+        atlases=(),
+        masked_eval=True,
+        randomisation=True,
+        randomisation_subjects=2,
+    )
+    interpret_run(root / "cnn", root / "cnn" / "interpret", options, progress=False)
+    return root / "cnn", root / "svm"
+
+
+def test_report_has_every_section_and_decodable_images(runs, tmp_path):
+    out = build_report(list(runs), tmp_path / "report.html")
+    text = out.read_text()
+    assert check_static(text) == []
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in text
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) >= 5  # ROC, learning, confusion, group maps, Dice
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    assert "p_ttest" in text and "Nadeau" in text and "svm" in text
+
+
+def test_static_check_catches_a_broken_image_and_a_missing_section(runs, tmp_path):
+    text = build_report([runs[0]], tmp_path / "r.html").read_text()
+    broken = re.sub(r'(src="data:image/png;base64,)([^"]{40})', r"\1AAAA", text, count=1)
+    assert any("does not decode" in p for p in check_static(broken))
+    gone = text.replace('<section id="roc">', '<section id="elsewhere">')
+    assert "section 'roc' missing" in check_static(gone)
+
+
+def test_report_refuses_to_overwrite_a_foreign_file(runs, tmp_path):
+    foreign = tmp_path / "notes.html"
+    foreign.write_text("<html>my notes</html>")
+    with pytest.raises(NeuroCNNError, match="not a neurocnn report"):
+        build_report([runs[0]], foreign)
+    assert foreign.read_text() == "<html>my notes</html>"
+
+
+def test_report_verb(runs, tmp_path, capsys):
+    assert main(["report", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "x.html")]) == 0
+    assert "report:" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="chromium not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(runs, tmp_path):
+    report = build_report(list(runs), tmp_path / "report.html")
+    shot = tmp_path / "report.png"
+    assert check_in_browser(report, shot) == []
+    assert shot.stat().st_size > 10_000
