@@ -55,6 +55,7 @@ section{background:#fff;border:1px solid #dde;border-radius:8px;margin:1.2rem 0;
 h2{font-size:1.15rem;border-bottom:1px solid #eee;padding-bottom:.3rem}
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #dde;
 padding:.25rem .55rem;text-align:right}th{background:#eef1f6}td:first-child,th:first-child{text-align:left}
+div.wide{overflow-x:auto}
 img{max-width:100%;height:auto;display:block;margin:.5rem 0}.note{color:#667;font-size:.85rem}
 .big{font-size:1.3rem;font-weight:600}
 """
@@ -65,7 +66,10 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
-    return df.to_html(index=False, border=0, float_format=lambda v: floats.format(v), na_rep="–", escape=True)
+    table = df.to_html(
+        index=False, border=0, float_format=lambda v: floats.format(v), na_rep="–", escape=True
+    )
+    return f"<div class='wide'>{table}</div>"
 
 
 def _p(text: str) -> str:
@@ -124,16 +128,13 @@ def _kv(d: dict[str, Any]) -> str:
     return _table(pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]}))
 
 
-def _maps_background(run: Run) -> Any:
-    import nibabel as nib
-
+def _maps_background(run: Run) -> np.ndarray | None:
     cache = Path(run.data.get("cache", ""))
     affine = run.data.get("affine")
     if not (cache / "data.npy").exists() or affine is None:
         return None
     data = np.load(cache / "data.npy", mmap_mode="r")
-    mean = np.asarray(data[: min(len(data), 64), 0], dtype=np.float32).mean(axis=0)
-    return nib.Nifti1Image(mean, np.array(affine))
+    return np.asarray(data[: min(len(data), 64), 0], dtype=np.float32).mean(axis=0)
 
 
 def _maps(run: Run, interp: Interpretation) -> str:

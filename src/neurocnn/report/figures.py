@@ -91,26 +91,31 @@ def confusion(pred: pd.DataFrame, classes: Sequence[str]) -> bytes:
     return _png(fig)
 
 
-def brain_map(path: Path, background: object, title: str) -> bytes:
-    """A group map over a background image (the cohort's mean input, on the same grid)."""
-    from nilearn import plotting
+def brain_map(path: Path, background: np.ndarray, title: str, *, top_percent: float = 20.0) -> bytes:
+    """Sagittal, coronal and axial slices through the map's peak, over the cohort's mean image.
 
-    fig = plt.figure(figsize=(8, 2.6))
-    display = plotting.plot_stat_map(
-        str(path),
-        bg_img=background,
-        display_mode="ortho",
-        figure=fig,
-        colorbar=True,
-        title=title,
-        annotate=False,
-        draw_cross=False,
-        black_bg=True,
-        cmap="hot",
-    )
-    png = _png(fig)
-    display.close()
-    return png
+    Voxels below the map's top ``top_percent`` % (of its non-zero voxels) are transparent, so the
+    anatomy shows where the map is weak. Grids are RAS (as prepared), so no reorientation is needed.
+    """
+    import nibabel as nib
+
+    data = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+    positive = data[data > 0]
+    cut = np.percentile(positive, 100 - top_percent) if positive.size else np.inf
+    peak = np.unravel_index(int(np.argmax(np.where(np.isfinite(data), data, -np.inf))), data.shape)
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3), facecolor="black")
+    vmax = float(np.nanmax(data)) if positive.size else 1.0
+    for ax, axis, name in zip(axes, range(3), ("sagittal", "coronal", "axial"), strict=True):
+        index: list[int | slice] = [slice(None)] * 3
+        index[axis] = int(peak[axis])
+        bg = background[tuple(index)].T
+        fg = data[tuple(index)].T
+        ax.imshow(bg, cmap="gray", origin="lower")
+        ax.imshow(np.ma.masked_less(fg, cut), cmap="hot", origin="lower", vmin=cut, vmax=vmax, alpha=0.85)
+        ax.set_title(f"{name} {index[axis]}", color="white", fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(f"{title} (top {top_percent:g}% of voxels)", color="white", fontsize=10)
+    return _png(fig)
 
 
 def heatmap(matrix: pd.DataFrame, title: str) -> bytes:
