@@ -1,0 +1,418 @@
+"""Patch individual filter (PIF) layers and the PIF-CNN of Eitel et al. 2019 (S2).
+
+Eitel F, Albrecht JP, Paul F, Ritter K. "Harnessing spatial MRI normalization: patch individual
+filter layers for CNNs." Medical Imaging meets NeurIPS workshop, 2019 (arXiv:1911.13025).
+
+A PIF layer (i) splits each feature map into a grid of patches (the end of each axis padded with
+zeros to a multiple of the patch size), (ii) applies to every patch position its own small stack of
+convolutions (weights shared within a patch, not across patches) and (iii) reassembles the patch
+outputs in their original order, or returns them flattened. A locally connected layer is the case
+patch = kernel.
+
+All patches run as one batched operation: the patches are moved into the channel axis and every
+convolution of the stack is a grouped convolution with one group per patch (no Python loop over
+patches; see benchmarks/models.py for the speed-up over a loop).
+
+The "overlap" option adds a second grid shifted by half a patch along every axis (its patches
+straddle the borders of the first grid), with its own weights. (The authors' option shifted the
+extra patches by a whole patch.) With the UKB configuration of the authors' code (182×218×182,
+convs 8/16/32/64, PIF 64→6 with 5³ patches, overlap, not reassembled, ELU, no BN, FC100, FC1) the
+model has their 1,348,665 parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neurocnn.errors import NeuroCNNError
+from neurocnn.models.blocks import NeuroNet, Shape, as_tuple, bn_cls, chain, fmt_shape
+from neurocnn.models.blocks import activation as make_activation
+from neurocnn.models.registry import register
+
+PAPER = "Eitel et al. 2019"
+DEFAULT_SHAPE = (182, 218, 182)  # UK Biobank T1w at 1 mm MNI, as in the authors' code
+
+
+class PIFLayer(nn.Module):
+    """Patch individual filter layer for 2D or 3D feature maps (dims = len(input_shape)).
+
+    Parameters
+    ----------
+    in_channels, out_channels:
+        Feature maps in and filters per patch out.
+    input_shape:
+        Spatial shape of the incoming feature maps (fixes the patch grid).
+    patch_size:
+        Patch edge (int or per axis). Default 5.
+    kernel_size:
+        Kernel of the convolutions inside each patch (valid, stride 1). Default 3.
+    num_blocks:
+        Convolution blocks between split and reassembly (conv [→ BN] [→ activation]).
+    reassemble:
+        True: return (B, C', *grid·q) with the patch outputs in place (q = output edge of one
+        patch). False: return the patch outputs flattened, (B, P·out_channels·q^dims), patch-major.
+    overlap:
+        Add a second grid shifted by half a patch per axis (one patch fewer per axis), with its own
+        weights. Reassembled, its maps are placed at the matching offset on a zero canvas and
+        concatenated along channels (C' = 2·out_channels).
+    batch_norm:
+        BatchNorm after each convolution (statistics per patch and channel).
+    activation:
+        'relu', 'elu' or None (a pure linear layer) after each convolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        input_shape: Sequence[int],
+        *,
+        patch_size: int | Sequence[int] = 5,
+        kernel_size: int | Sequence[int] = 3,
+        num_blocks: int = 1,
+        reassemble: bool = True,
+        overlap: bool = False,
+        batch_norm: bool = False,
+        activation: str | None = "relu",
+    ) -> None:
+        super().__init__()
+        dims = len(input_shape)
+        self.dims = dims
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.patch = as_tuple(patch_size, dims)
+        self.kernel = as_tuple(kernel_size, dims)
+        self.out_channels = out_channels
+        self.reassemble = reassemble
+        self.overlap = overlap
+        self.patch_out: Shape = tuple(
+            p - num_blocks * (k - 1) for p, k in zip(self.patch, self.kernel, strict=True)
+        )
+        if num_blocks < 1 or any(q < 1 for q in self.patch_out):
+            raise NeuroCNNError(
+                f"PIF patches of {fmt_shape(self.patch)} are too small for {num_blocks} valid "
+                f"convolution(s) of {fmt_shape(self.kernel)}; use larger patches or fewer blocks"
+            )
+        self.grid: Shape = tuple(math.ceil(n / p) for n, p in zip(self.input_shape, self.patch, strict=True))
+        self.padding: Shape = tuple(
+            g * p - n for g, p, n in zip(self.grid, self.patch, self.input_shape, strict=True)
+        )
+        self.shift: Shape = tuple(p // 2 for p in self.patch)
+        self.shifted_grid: Shape = tuple(g - 1 for g in self.grid) if overlap else (0,) * dims
+        if overlap and min(self.shifted_grid) < 1:
+            raise NeuroCNNError(
+                f"PIF overlap needs at least 2 patches per axis; {fmt_shape(self.input_shape)} "
+                f"gives a grid of {fmt_shape(self.grid)} patches of {fmt_shape(self.patch)}"
+            )
+        self.num_patches = math.prod(self.grid) + (math.prod(self.shifted_grid) if overlap else 0)
+        n = self.num_patches
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.norms = nn.ModuleList()
+        self.acts = nn.ModuleList()
+        channels = in_channels
+        for _ in range(num_blocks):
+            w = torch.empty(n, out_channels, channels, *self.kernel)
+            b = torch.empty(n, out_channels)
+            self._reset(w, b, channels)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+            self.norms.append(bn_cls(dims)(n * out_channels) if batch_norm else nn.Identity())
+            self.acts.append(nn.Identity() if activation is None else make_activation(activation))
+            channels = out_channels
+        self._conv = getattr(F, f"conv{dims}d")
+
+    def _reset(self, weight: Tensor, bias: Tensor, fan_in_channels: int) -> None:
+        # PyTorch's Conv default (kaiming-uniform with a=√5), per patch, as in the authors' layer.
+        fan_in = fan_in_channels * math.prod(self.kernel)
+        bound = 1 / math.sqrt(fan_in)
+        nn.init.uniform_(weight, -bound, bound)
+        nn.init.uniform_(bias, -bound, bound)
+
+    @property
+    def output_shape(self) -> Shape:
+        """Shape of one sample's output (without batch)."""
+        q = self.patch_out
+        if not self.reassemble:
+            return (self.num_patches * self.out_channels * math.prod(q),)
+        channels = self.out_channels * (2 if self.overlap else 1)
+        return (channels, *(g * s for g, s in zip(self.grid, q, strict=True)))
+
+    # Patches are cut and put back in the channels-last layout (B, *spatial, C): every copy then
+    # moves whole channel vectors, and the grouped convolution runs channels-last, which oneDNN
+    # does fastest; the permutations in (B, C, *spatial) order were several times slower.
+
+    def _split(self, xl: Tensor, grid: Shape) -> Tensor:
+        """Channels-last (B, *grid·patch, C) → (B, P·C, *patch), patches in row-major grid order."""
+        b, c, d = xl.shape[0], xl.shape[-1], self.dims
+        shape = [b]
+        for g, p in zip(grid, self.patch, strict=True):
+            shape += [g, p]
+        xl = xl.reshape([*shape, c])
+        # (B, g0, p0, g1, p1, ..., C) → (B, p0, p1, ..., g0, g1, ..., C)
+        order = [0, *(2 + 2 * i for i in range(d)), *(1 + 2 * i for i in range(d)), 1 + 2 * d]
+        xl = xl.permute(order).reshape(b, *self.patch, math.prod(grid) * c)
+        return xl.movedim(-1, 1)
+
+    def _assemble(self, y: Tensor, grid: Shape) -> Tensor:
+        """(B, P·F, *q) → channels-last (B, *grid·q, F): the inverse of `_split` on the outputs."""
+        b, d, q = y.shape[0], self.dims, self.patch_out
+        yl = y.movedim(1, -1).reshape(b, *q, *grid, self.out_channels)
+        # (B, q0, q1, ..., g0, g1, ..., F) → (B, g0, q0, g1, q1, ..., F)
+        order = [0]
+        for i in range(d):
+            order += [1 + d + i, 1 + i]
+        order.append(1 + 2 * d)
+        size = [g * s for g, s in zip(grid, q, strict=True)]
+        return yl.permute(order).reshape(b, *size, self.out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[2:]) != self.input_shape:
+            raise NeuroCNNError(
+                f"PIF layer built for {fmt_shape(self.input_shape)} feature maps, got "
+                f"{fmt_shape(tuple(x.shape[2:]))}"
+            )
+        xl = x.movedim(1, -1)
+        if any(self.padding):
+            pad = [0, 0]
+            for extra in reversed(self.padding):
+                pad += [0, extra]
+            xl = F.pad(xl, pad)
+        patches = self._split(xl, self.grid)
+        if self.overlap:
+            region = tuple(
+                slice(s, s + g * p) for s, g, p in zip(self.shift, self.shifted_grid, self.patch, strict=True)
+            )
+            shifted = self._split(xl[(slice(None), *region)], self.shifted_grid)
+            patches = torch.cat([patches, shifted], dim=1)
+        y = patches
+        for w, bias, norm, act in zip(self.weights, self.biases, self.norms, self.acts, strict=True):
+            y = self._conv(y, w.flatten(0, 1), bias.flatten(), groups=self.num_patches)
+            y = act(norm(y))
+        if not self.reassemble:
+            return y.flatten(1)
+        n_main = math.prod(self.grid) * self.out_channels
+        out = self._assemble(y[:, :n_main], self.grid)
+        if self.overlap:
+            shifted_out = self._assemble(y[:, n_main:], self.shifted_grid)
+            # The shifted grid starts half a patch in, i.e. about half a patch *output* in.
+            offset = [
+                round(s * q / p) for s, q, p in zip(self.shift, self.patch_out, self.patch, strict=True)
+            ]
+            pad = [0, 0]
+            for o, full, part in reversed(
+                list(zip(offset, out.shape[1:-1], shifted_out.shape[1:-1], strict=True))
+            ):
+                pad += [o, full - part - o]
+            out = torch.cat([out, F.pad(shifted_out, pad)], dim=-1)
+        return out.movedim(-1, 1)
+
+
+# --- the networks ---------------------------------------------------------------------------------
+
+
+class _EitelNet(NeuroNet):
+    """Shared trunk of the PIF-CNN and its baseline: conv blocks with two 3/3 max-pools."""
+
+    def _conv_block(self, cin: int, cout: int, *, batch_norm: bool, act: str) -> nn.Sequential:
+        layers: OrderedDict[str, nn.Module] = OrderedDict(conv=nn.Conv3d(cin, cout, 3))
+        if batch_norm:
+            layers["bn"] = nn.BatchNorm3d(cout)
+        layers["act"] = make_activation(act)
+        return nn.Sequential(layers)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return torch.flatten(self.features(x), 1)
+
+
+class PIFNet(_EitelNet):
+    """The PIF-CNN: 4 conv blocks, a PIF layer with one conv block, then the classifier.
+
+    Conv 8 → pool 3/3 → conv 16 → pool 3/3 → conv 32 → conv 64 (all 3³ valid; Conv-BN-ReLU in the
+    paper, Conv-ELU without BN in the authors' later code) → PIF(64 → 6, patches 5³, kernel 3³) →
+    Flatten → FC100 → activation → FC. Dropout3d after each pool as in the authors' code.
+    Initialisation: PyTorch's defaults.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        input_shape: tuple[int, ...] = DEFAULT_SHAPE,
+        widths: Sequence[int] = (8, 16, 32, 64),
+        pif_filters: int = 6,
+        patch_size: int | Sequence[int] = 5,
+        kernel_size: int | Sequence[int] = 3,
+        pif_blocks: int = 1,
+        reassemble: bool = True,
+        overlap: bool = False,
+        batch_norm: bool = True,
+        activation: str = "relu",
+        dropout: float = 0.3,
+        hidden: int = 100,
+    ) -> None:
+        super().__init__()
+        widths = tuple(widths)
+        if len(widths) != 4:
+            raise NeuroCNNError(f"pif_cnn takes 4 conv widths, got {widths}")
+        steps = [(3, 1, 0), (3, 3, 0), (3, 1, 0), (3, 3, 0), (3, 1, 0), (3, 1, 0)]
+        trunk_out = self._set_shape_facts(
+            name="pif_cnn",
+            in_channels=in_channels,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            axis_fn=lambda _axis, n: chain(n, steps),
+            fixed_shape=True,
+        )
+        bn = batch_norm
+        self.features = nn.Sequential(
+            OrderedDict(
+                block1=self._conv_block(in_channels, widths[0], batch_norm=bn, act=activation),
+                pool1=nn.MaxPool3d(3, stride=3),
+                drop1=nn.Dropout3d(dropout),
+                block2=self._conv_block(widths[0], widths[1], batch_norm=bn, act=activation),
+                pool2=nn.MaxPool3d(3, stride=3),
+                drop2=nn.Dropout3d(dropout),
+                block3=self._conv_block(widths[1], widths[2], batch_norm=bn, act=activation),
+                block4=self._conv_block(widths[2], widths[3], batch_norm=bn, act=activation),
+                pif=PIFLayer(
+                    widths[3],
+                    pif_filters,
+                    trunk_out,
+                    patch_size=patch_size,
+                    kernel_size=kernel_size,
+                    num_blocks=pif_blocks,
+                    reassemble=reassemble,
+                    overlap=overlap,
+                    batch_norm=batch_norm,
+                    activation=activation,
+                ),
+            )
+        )
+        self.gradcam_layer = "features.pif" if reassemble else "features.block4"
+        self.feature_dim = math.prod(self.features.pif.output_shape)
+        self.head = nn.Sequential(
+            OrderedDict(
+                fc1=nn.Linear(self.feature_dim, hidden),
+                act=make_activation(activation),
+                fc2=nn.Linear(hidden, num_classes),
+            )
+        )
+
+
+class EitelBaseline(_EitelNet):
+    """The plain 5-convolution baseline ("Model A" of the authors' UKB code).
+
+    Conv 8 → pool 3/3 → conv 16 → pool 3/3 → conv 32 → conv 64 → conv 64 → pool 4/2 (all 3³
+    valid) → Flatten → FC100 → activation → FC. Initialisation: PyTorch's defaults.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        input_shape: tuple[int, ...] = DEFAULT_SHAPE,
+        widths: Sequence[int] = (8, 16, 32, 64, 64),
+        batch_norm: bool = True,
+        activation: str = "relu",
+        dropout: float = 0.3,
+        hidden: int = 100,
+    ) -> None:
+        super().__init__()
+        widths = tuple(widths)
+        if len(widths) != 5:
+            raise NeuroCNNError(f"pif_baseline takes 5 conv widths, got {widths}")
+        steps = [(3, 1, 0), (3, 3, 0), (3, 1, 0), (3, 3, 0)] + [(3, 1, 0)] * 3 + [(4, 2, 0)]
+        out = self._set_shape_facts(
+            name="pif_baseline",
+            in_channels=in_channels,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            axis_fn=lambda _axis, n: chain(n, steps),
+            fixed_shape=True,
+        )
+        bn, act = batch_norm, activation
+        self.features = nn.Sequential(
+            OrderedDict(
+                block1=self._conv_block(in_channels, widths[0], batch_norm=bn, act=act),
+                pool1=nn.MaxPool3d(3, stride=3),
+                drop1=nn.Dropout3d(dropout),
+                block2=self._conv_block(widths[0], widths[1], batch_norm=bn, act=act),
+                pool2=nn.MaxPool3d(3, stride=3),
+                drop2=nn.Dropout3d(dropout),
+                block3=self._conv_block(widths[1], widths[2], batch_norm=bn, act=act),
+                block4=self._conv_block(widths[2], widths[3], batch_norm=bn, act=act),
+                block5=self._conv_block(widths[3], widths[4], batch_norm=bn, act=act),
+                pool5=nn.MaxPool3d(4, stride=2),
+                drop5=nn.Dropout3d(dropout),
+            )
+        )
+        self.gradcam_layer = "features.block5"
+        self.feature_dim = widths[4] * math.prod(out)
+        self.head = nn.Sequential(
+            OrderedDict(
+                fc1=nn.Linear(self.feature_dim, hidden),
+                act=make_activation(activation),
+                fc2=nn.Linear(hidden, num_classes),
+            )
+        )
+
+
+@register(
+    "pif_cnn",
+    family="eitel2019",
+    paper=PAPER,
+    default_input_shape=DEFAULT_SHAPE,
+    spatial_dims=3,
+    description="4 conv blocks → PIF layer (5³ patches) → FC100 → FC",
+)
+def pif_cnn(
+    *,
+    in_channels: int,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    widths: Sequence[int] = (8, 16, 32, 64),
+    pif_filters: int = 6,
+    patch_size: int | Sequence[int] = 5,
+    kernel_size: int | Sequence[int] = 3,
+    pif_blocks: int = 1,
+    reassemble: bool = True,
+    overlap: bool = False,
+    batch_norm: bool = True,
+    activation: str = "relu",
+    dropout: float = 0.3,
+    hidden: int = 100,
+) -> PIFNet:
+    """PIF-CNN of Eitel et al. 2019 (BN-ReLU by default; ``activation='elu', batch_norm=False``
+    for the authors' later code)."""
+    return PIFNet(**locals())
+
+
+@register(
+    "pif_baseline",
+    family="eitel2019",
+    paper=PAPER,
+    default_input_shape=DEFAULT_SHAPE,
+    spatial_dims=3,
+    description="plain 5-convolution CNN, the PIF paper's baseline",
+)
+def pif_baseline(
+    *,
+    in_channels: int,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    widths: Sequence[int] = (8, 16, 32, 64, 64),
+    batch_norm: bool = True,
+    activation: str = "relu",
+    dropout: float = 0.3,
+    hidden: int = 100,
+) -> EitelBaseline:
+    """Baseline CNN of Eitel et al. 2019."""
+    return EitelBaseline(**locals())

@@ -1,0 +1,169 @@
+"""Every registered model: forward and backward on a tiny input, the interpretation contract
+(Grad-CAM layer, activations as modules, not in place, each used once), memory-efficient mode."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from neurocnn import models
+from neurocnn.models.densenet import DenseNet
+from neurocnn.models.resnet import ResNet
+
+# Small but valid inputs; channel_dimension takes its slice count from the shape.
+TINY = {
+    "sequential_1": (9, 9, 9),
+    "sequential_2": (9, 9, 9),
+    "sequential_3": (27, 27, 27),
+    "inception_1": (6, 6, 6),
+    "inception_2": (6, 6, 6),
+    "inception_resnet_1": (6, 6, 6),
+    "inception_resnet_2": (6, 6, 6),
+    "pif_cnn": (53, 53, 53),
+    "pif_baseline": (98, 98, 98),
+    "mrinet": (22, 22, 22),
+    "alexnet_2d": (63, 63, 2),
+    "vgg19_2d": (32, 32, 2),
+    "channel_dimension": (29, 29, 3),
+}
+SMALL_OPTIONS = {
+    "pif_baseline": {"widths": (2, 2, 2, 2, 2)},
+    "pif_cnn": {"widths": (2, 2, 2, 4)},
+}
+
+
+def tiny_shape(name: str) -> tuple[int, int, int]:
+    if name in TINY:
+        return TINY[name]
+    info = models.info(name)
+    if info.family in ("densenet3d",):
+        return (15, 29, 29)
+    if info.family == "slices2d":
+        return (29, 29, 2) if "densenet" in name else (16, 16, 2)
+    return (16, 16, 16)
+
+
+# Above this many parameters the CPU test backpropagates to the input only: weight gradients of
+# 100M-parameter networks cost seconds even on tiny inputs; the meta-device test covers them.
+BIG = 20_000_000
+
+
+@pytest.mark.parametrize("name", models.available())
+def test_forward_backward_on_a_tiny_input(name: str) -> None:
+    torch.manual_seed(0)
+    shape = tiny_shape(name)
+    model = models.build(name, input_shape=shape, **SMALL_OPTIONS.get(name, {}))
+    big = models.count_parameters(model) > BIG
+    if big:
+        model.requires_grad_(False)
+    x = torch.randn(2, 1, *shape, requires_grad=big)
+    logits = model(x)
+    assert logits.shape == (2, 2)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    if big:
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+    else:
+        dead = [n for n, p in model.named_parameters() if p.grad is None]
+        assert not dead, f"parameters without gradient: {dead[:5]}"
+    assert isinstance(model.get_submodule(model.gradcam_layer), nn.Module)
+
+
+@pytest.mark.parametrize("name", models.available())
+def test_every_parameter_gets_a_gradient_at_the_default_shape(name: str) -> None:
+    # On the meta device: shapes only, so even 120M-parameter models at 121×145×121 are instant.
+    with torch.device("meta"):
+        model = models.build(name)
+        x = torch.empty(2, 1, *models.info(name).default_input_shape)
+        model(x).sum().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not dead, f"parameters without gradient: {dead[:5]}"
+
+
+class _CountActivations(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name.rstrip("_") in ("relu", "elu", "clamp_min"):
+            self.calls[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", models.available())
+def test_activations_are_modules_used_once_and_not_in_place(name: str) -> None:
+    # On the meta device: the dispatch mode and the hooks see every call, nothing is computed.
+    with torch.device("meta"):
+        model = models.build(name).eval()
+    acts = {n: m for n, m in model.named_modules() if isinstance(m, nn.ReLU | nn.ELU)}
+    assert acts and not [n for n, m in acts.items() if m.inplace]
+    used: Counter[str] = Counter()
+    for n, m in acts.items():
+        m.register_forward_hook(lambda _m, _i, _o, n=n: used.update([n]))
+    with torch.no_grad(), _CountActivations() as counter:
+        model(torch.empty(1, 1, *models.info(name).default_input_shape, device="meta"))
+    assert set(used.values()) == {1}, "an activation module is used more than once"
+    # every relu/elu computed in the forward pass comes from one of those modules
+    assert sum(counter.calls.values()) == sum(used.values())
+    assert not [k for k in counter.calls if k.endswith("_")], "in-place activation"
+
+
+def _small(kind: str, memory_efficient: bool) -> nn.Module:
+    if kind == "densenet":
+        return DenseNet(
+            name="densenet-small",
+            dims=3,
+            block_config=(2, 3),
+            growth_rate=4,
+            init_features=8,
+            input_shape=(8, 16, 16),
+            memory_efficient=memory_efficient,
+        )
+    return ResNet(
+        name="resnet-small",
+        dims=3,
+        block="bottleneck",
+        layers=(1, 2, 1, 1),
+        input_shape=(8, 16, 16),
+        memory_efficient=memory_efficient,
+    )
+
+
+@pytest.mark.parametrize("kind", ["densenet", "resnet"])
+def test_memory_efficient_mode_gives_the_same_step(kind: str) -> None:
+    torch.manual_seed(0)
+    plain = _small(kind, memory_efficient=False)
+    lean = _small(kind, memory_efficient=True)
+    lean.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 8, 16, 16)
+    for model in (plain, lean):
+        model.train()
+        model(x).square().sum().backward()
+    for (n, a), b in zip(plain.named_parameters(), lean.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=n)
+    # recomputation must not count the batch twice in the running statistics
+    for (n, a), b in zip(plain.named_buffers(), lean.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_channels_last_is_a_layout_choice_only() -> None:
+    torch.manual_seed(0)
+    a = DenseNet(name="a", dims=3, block_config=(2, 2), growth_rate=4, init_features=8)
+    b = DenseNet(name="b", dims=3, block_config=(2, 2), growth_rate=4, init_features=8, channels_last=False)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 1, 8, 16, 16)
+    torch.testing.assert_close(a(x), b(x), rtol=1e-4, atol=1e-5)
+
+
+def test_reset_head_replaces_the_last_layer() -> None:
+    model = models.build("densenet121", input_shape=(15, 29, 29))
+    model.reset_head(5)
+    assert model(torch.randn(1, 1, 15, 29, 29)).shape == (1, 5)
+    model.reset_head(None)
+    assert model(torch.randn(1, 1, 15, 29, 29)).shape == (1, model.feature_dim)
