@@ -212,21 +212,27 @@ def train_args(epochs: int) -> dict[str, Any]:
     }
 
 
-def run_cv_part(cache: Path, out: Path, epochs: int, **extra: Any) -> dict[str, Any]:
+def run_cv_part(
+    cache: Path, out: Path, epochs: int, repeats: list[int] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Train (or continue) a run, then summarise its finished folds."""
+    from neurocnn.evaluation.summary import gather
     from neurocnn.training import parse_config, run_cv
     from neurocnn.training.config import merge
 
     data = merge({"cache": str(cache), "model": {"name": "mrinet"}, **train_args(epochs)}, extra)
     config = parse_config(data)
     start = time.perf_counter()
-    result = run_cv(config, out, resume=out.exists(), progress=False)
+    result = run_cv(config, out, repeats=repeats, resume=out.exists(), progress=False)
     seconds = time.perf_counter() - start
-    if result.summary is None:
-        raise SystemExit(f"{out}: not every fold finished: {result.failed}")
-    s = result.summary
+    if result.failed:
+        raise SystemExit(f"{out}: folds failed: {result.failed}")
+    s = result.summary or gather(out, seed=config.seed)
     return {
         "run": str(out),
         "seconds": seconds,
+        "folds_done": s["folds_done"],
+        "folds_expected": s["folds_expected"],
         "pooled": s.get("pooled"),
         "mean_std": {
             k: s["mean_std"].get(k) for k in ("balanced_accuracy", "auc", "best_epoch", "epochs_run")
@@ -287,23 +293,31 @@ def transfer(args: argparse.Namespace) -> None:
         "fine_tune_0.001": {
             "transfer": {"source": str(runs / f"source_{v:g}mm"), "backbone_lr_factor": 0.001}
         },
-        "frozen_backbone": {"transfer": {"source": str(runs / f"source_{v:g}mm"), "freeze_backbone": True}},
     }
-    for name, extra in conditions.items():
-        results[name] = run_cv_part(
-            target, runs / f"target_{v:g}mm_{name}", args.epochs, splits=splits, **extra
-        )
-        print(name, results[name]["pooled"]["balanced_accuracy"], flush=True)
-        save(
-            "transfer",
-            {
-                "voxel_size": v,
-                "epochs": args.epochs,
-                "repeats": args.repeats,
-                **results,
-                "command": " ".join(sys.argv),
-            },
-        )
+    if args.frozen:
+        conditions["frozen_backbone"] = {
+            "transfer": {"source": str(runs / f"source_{v:g}mm"), "freeze_backbone": True}
+        }
+    seconds: dict[str, float] = dict.fromkeys(conditions, 0.0)
+    # one repeat of every condition at a time, so that a long run has comparable partial results
+    for repeat in range(args.repeats):
+        for name, extra in conditions.items():
+            part = run_cv_part(
+                target, runs / f"target_{v:g}mm_{name}", args.epochs, [repeat], splits=splits, **extra
+            )
+            seconds[name] += part["seconds"]
+            results[name] = {**part, "seconds": seconds[name], "repeats_done": repeat + 1}
+            print(name, repeat, results[name]["pooled"]["balanced_accuracy"], flush=True)
+            save(
+                "transfer",
+                {
+                    "voxel_size": v,
+                    "epochs": args.epochs,
+                    "repeats": args.repeats,
+                    **results,
+                    "command": " ".join(sys.argv),
+                },
+            )
 
 
 # --- rendering --------------------------------------------------------------------------------------
@@ -395,15 +409,18 @@ def render() -> None:
             "repeats, CIs by bootstrap over participants; per-repeat balanced accuracy mean ± std "
             f"({d['host']}).",
             "",
-            "| target model | pooled balanced accuracy [95% CI] | per-repeat mean ± std | AUC [95% CI] "
-            "| wall time |",
-            "|---|---|---|---|---|",
+            "| target model | repeats done | pooled balanced accuracy [95% CI] | per-repeat mean ± std "
+            "| AUC [95% CI] | wall time |",
+            "|---|---|---|---|---|---|",
         ]
         for key in ("scratch", "fine_tune_0.001", "frozen_backbone"):
             if key in d:
                 e = d[key]
                 rep = _ms(e, key="repeat_mean_std") if e.get("repeat_mean_std") else "–"
-                lines.append(f"| {key} | {_ci(e)} | {rep} | {_ci(e, 'auc')} | {e['seconds'] / 60:.0f} min |")
+                done = e.get("repeats_done", d["repeats"])
+                lines.append(
+                    f"| {key} | {done} | {_ci(e)} | {rep} | {_ci(e, 'auc')} | {e['seconds'] / 60:.0f} min |"
+                )
         lines += ["", f"Source training: {d['source']['seconds'] / 60:.0f} min.", ""]
     if "NEUROCNN_BENCH_WORK" in os.environ:
         print("\n".join(lines))
@@ -421,6 +438,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=5, help="transfer: CV repeats on the target")
     parser.add_argument("--subjects", type=int, default=48, help="loading: training subjects")
+    parser.add_argument("--frozen", action="store_true", help="transfer: also a frozen backbone")
     parser.add_argument("--loading-repeats", type=int, default=5, help="loading: interleaved repeats")
     parser.add_argument("--workers", type=int, default=0, help="loading: data-loader workers")
     args = parser.parse_args()

@@ -81,3 +81,20 @@ def test_command_line_becomes_configuration(tmp_path):
     bad = parser.parse_args(["c", "--model", "m", "--out", "r", "--augment", "flip,wobble"])
     with pytest.raises(NeuroCNNError, match="wobble"):
         cv.build_config(bad)
+
+
+def test_process_rank_from_launcher_variables(monkeypatch):
+    from neurocnn.training.distributed import process_rank, world_size
+
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert process_rank() == 0
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a process started by Lightning's launcher
+    assert process_rank() == 1
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "3")  # torchrun
+    assert process_rank() == 3
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("SLURM_PROCID", "0")  # one task of a job array
+    assert process_rank() == 0
+    assert world_size(2, 2) == 4 and world_size("auto", 1) == 1

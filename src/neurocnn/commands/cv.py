@@ -258,15 +258,23 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     folds = _numbers(args.fold, int, "--fold") if args.fold else None
     repeats = _numbers(args.repeat, int, "--repeat") if args.repeat else None
-    result = run_cv(
-        config,
-        args.out,
-        folds=folds,
-        repeats=repeats,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    try:
+        result = run_cv(
+            config,
+            args.out,
+            folds=folds,
+            repeats=repeats,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"neurocnn cv: interrupted; `neurocnn cv --resume --out {args.out}` continues from the last "
+            "finished epoch",
+            file=sys.stderr,
+        )
+        return 130
     if process_rank() != 0:
         return 0
     if result.summary is not None:

@@ -284,7 +284,12 @@ def fit_fold(
     with warnings.catch_warnings():
         for message in QUIET:
             warnings.filterwarnings("ignore", message=message)
-        trainer.fit(module, datamodule=FoldData(cache, plan, config, seed), ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=FoldData(cache, plan, config, seed), ckpt_path=ckpt_path)
+        except SystemExit:
+            if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful shutdown and exit(1)
+                raise KeyboardInterrupt from None
+            raise
     if not trainer.is_global_zero:
         return None
 
