@@ -14,6 +14,16 @@ from neurocnn import models
 from neurocnn.models.densenet import DenseNet
 from neurocnn.models.resnet import ResNet
 
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    # Two OpenMP threads on a busy 2-core machine spin against each other (10× slower here).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # Small but valid inputs; channel_dimension takes its slice count from the shape.
 TINY = {
     "sequential_1": (9, 9, 9),
@@ -152,6 +162,26 @@ def test_memory_efficient_mode_gives_the_same_step(kind: str) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=n)
 
 
+def test_fused_paths_match_the_plain_modules() -> None:
+    # A global forward hook makes every BN-ReLU pair and 1× convolution run as plain modules.
+    torch.manual_seed(0)
+    for model in (_small("densenet", False), _small("resnet", False)):
+        x = torch.randn(2, 1, 8, 16, 16)
+        fused = model(x)
+        fused.square().sum().backward()
+        fused_grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        handle = nn.modules.module.register_module_forward_hook(lambda _m, _i, _o: None)
+        try:
+            plain = model(x)
+            plain.square().sum().backward()
+        finally:
+            handle.remove()
+        torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+        for a, p in zip(fused_grads, model.parameters(), strict=True):
+            torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_channels_last_is_a_layout_choice_only() -> None:
     torch.manual_seed(0)
     a = DenseNet(name="a", dims=3, block_config=(2, 2), growth_rate=4, init_features=8)
@@ -162,7 +192,7 @@ def test_channels_last_is_a_layout_choice_only() -> None:
 
 
 def test_reset_head_replaces_the_last_layer() -> None:
-    model = models.build("densenet121", input_shape=(15, 29, 29))
+    model = models.build("densenet121", input_shape=(15, 29, 29)).eval()
     model.reset_head(5)
     assert model(torch.randn(1, 1, 15, 29, 29)).shape == (1, 5)
     model.reset_head(None)

@@ -47,6 +47,7 @@ from neurocnn.models.blocks import (
     keep_format,
     maxpool_cls,
 )
+from neurocnn.models.fused import bn_relu, pointwise_conv
 from neurocnn.models.registry import register
 
 PAPER = "S4; Huang et al. 2017"
@@ -71,7 +72,7 @@ class DenseLayer(nn.Module):
         width = bn_size * growth_rate
         self.norm1 = bn(in_channels)
         self.relu1 = nn.ReLU(inplace=False)
-        self.conv1 = conv(in_channels, width, 1, bias=False)
+        self.conv1 = pointwise_conv(dims, in_channels, width)
         self.norm2 = bn(width)
         self.relu2 = nn.ReLU(inplace=False)
         self.conv2 = conv(width, growth_rate, 3, padding=1, bias=False)
@@ -80,8 +81,8 @@ class DenseLayer(nn.Module):
 
     def _compute(self, *features: Tensor) -> Tensor:
         x = torch.cat(features, 1) if len(features) > 1 else features[0]
-        x = self.conv1(self.relu1(self.norm1(x)))
-        return self.drop(self.conv2(self.relu2(self.norm2(x))))
+        x = self.conv1(bn_relu(self.norm1, self.relu1, x))
+        return self.drop(self.conv2(bn_relu(self.norm2, self.relu2, x)))
 
     def forward(self, features: list[Tensor]) -> Tensor:
         if self.memory_efficient and self.training and torch.is_grad_enabled():
@@ -132,15 +133,16 @@ class Transition(nn.Sequential):
             OrderedDict(
                 norm=bn_cls(dims)(in_channels),
                 relu=nn.ReLU(inplace=False),
-                conv=conv_cls(dims)(in_channels, out_channels, 1, bias=False),
+                conv=pointwise_conv(dims, in_channels, out_channels),
                 pool=avgpool_cls(dims)(2, stride=2),
             )
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        y = self.pool(self.conv(bn_relu(self.norm, self.relu, x)))
         # The 3D average pool returns contiguous (N, C, D, H, W) tensors whatever its input; go back
         # to the input's layout, or every convolution of the next block converts on its own.
-        return keep_format(super().forward(x), x)
+        return keep_format(y, x)
 
 
 class DenseNet(NeuroNet):
@@ -230,30 +232,39 @@ class DenseNet(NeuroNet):
     def forward_features(self, x: Tensor) -> Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=channels_last_format(x.dim()))
-        if self.memory_efficient and self.training and torch.is_grad_enabled():
-            x = self._lean_features(x)
-        else:
-            x = self.features(x)
-        return torch.flatten(self.pool(x), 1)
+        lean = self.memory_efficient and self.training and torch.is_grad_enabled()
+        return torch.flatten(self.pool(self._features(x, lean)), 1)
 
-    def _lean_features(self, x: Tensor) -> Tensor:
-        """`features` keeping little more than the dense layers' outputs for backward.
+    def _features(self, x: Tensor, lean: bool) -> Tensor:
+        """`self.features` (the BN-ReLU pairs fused where unobserved, see `fused.bn_relu`).
 
-        Besides the checkpointed dense layers, the stem's BN-ReLU-pool, each block's concatenation
-        with the transition after it, and the final BN-ReLU are recomputed in the backward pass;
-        only the stem convolution keeps its output (recomputing it would cost the most).
+        With `lean` (memory-efficient training) little more than the dense layers' outputs is kept
+        for backward: besides the checkpointed dense layers, the stem's BN-ReLU-pool, each block's
+        concatenation with the transition after it, and the final BN-ReLU are recomputed in the
+        backward pass; only the stem convolution keeps its output (recomputing it costs the most).
         """
         f = self.features
         x = f.conv0(x)
-        x = checkpointed(lambda t: f.pool0(f.relu0(f.norm0(t))), f.norm0, x)
-        for name, module in list(f.named_children())[4:]:
+
+        def stem_tail(t: Tensor) -> Tensor:
+            return f.pool0(bn_relu(f.norm0, f.relu0, t))
+
+        def head(*fs: Tensor) -> Tensor:
+            return bn_relu(f.norm5, f.relu5, torch.cat(fs, 1) if len(fs) > 1 else fs[0])
+
+        x = checkpointed(stem_tail, f.norm0, x) if lean else stem_tail(x)
+        pending = [x]
+        for module in list(f.children())[4:]:
             if isinstance(module, DenseBlock):
-                pending = module.layer_outputs(x)
+                pending = module.layer_outputs(pending[0])
             elif isinstance(module, Transition):
-                x = checkpointed(lambda *fs, m=module: m(torch.cat(fs, 1)), module, *pending)
-            elif name == "norm5":
-                x = checkpointed(lambda *fs: f.relu5(f.norm5(torch.cat(fs, 1))), f.norm5, *pending)
-        return x
+
+                def transition(*fs: Tensor, m: Transition = module) -> Tensor:
+                    return m(torch.cat(fs, 1))
+
+                x = checkpointed(transition, module, *pending) if lean else transition(*pending)
+                pending = [x]
+        return checkpointed(head, f.norm5, *pending) if lean else head(*pending)
 
 
 def densenet(

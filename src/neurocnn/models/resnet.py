@@ -22,7 +22,9 @@ CNNs and ImageNet?" CVPR 2018 (3D-ResNets-PyTorch), used by S4 and by Med3D (Che
 Module names follow torchvision's ResNet (except that every ReLU is its own module, used once,
 which changes no state-dict key), so its 2D state dicts load into the 2D version.
 Initialisation: Kaiming-normal convolutions, unit/zero BatchNorm, zero linear bias.
-``memory_efficient=True`` checkpoints every residual block during training.
+``memory_efficient=True`` checkpoints every residual block during training. Weights and activations
+are channels-last by default, with 1× convolutions as matrix products and BN-ReLU pairs fused when
+nothing observes them (`fused`), as for DenseNet.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ from neurocnn.models.blocks import (
     as_tuple,
     bn_cls,
     chain,
+    channels_last_format,
     checkpointed,
     conv_cls,
     kaiming_init,
     maxpool_cls,
 )
+from neurocnn.models.fused import bn_relu, pointwise_conv
 from neurocnn.models.registry import register
 
 PAPER = "S4; Hara et al. 2018"
@@ -74,7 +78,7 @@ class BasicBlock(nn.Module):
         self.relu2 = nn.ReLU(inplace=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        out = self.bn2(self.conv2(bn_relu(self.bn1, self.relu1, self.conv1(x))))
         return self.relu2(out + self.downsample(x))
 
 
@@ -86,20 +90,20 @@ class Bottleneck(nn.Module):
     def __init__(self, dims: int, inplanes: int, planes: int, stride: int) -> None:
         super().__init__()
         conv, bn = conv_cls(dims), bn_cls(dims)
-        self.conv1 = conv(inplanes, planes, 1, bias=False)
+        self.conv1 = pointwise_conv(dims, inplanes, planes)
         self.bn1 = bn(planes)
         self.relu1 = nn.ReLU(inplace=False)
         self.conv2 = conv(planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = bn(planes)
         self.relu2 = nn.ReLU(inplace=False)
-        self.conv3 = conv(planes, planes * self.expansion, 1, bias=False)
+        self.conv3 = pointwise_conv(dims, planes, planes * self.expansion)
         self.bn3 = bn(planes * self.expansion)
         self.downsample = _shortcut(dims, inplanes, planes * self.expansion, stride)
         self.relu3 = nn.ReLU(inplace=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.relu2(self.bn2(self.conv2(out)))
+        out = bn_relu(self.bn1, self.relu1, self.conv1(x))
+        out = bn_relu(self.bn2, self.relu2, self.conv2(out))
         out = self.bn3(self.conv3(out))
         return self.relu3(out + self.downsample(x))
 
@@ -107,9 +111,12 @@ class Bottleneck(nn.Module):
 def _shortcut(dims: int, inplanes: int, outplanes: int, stride: int) -> nn.Module:
     if stride == 1 and inplanes == outplanes:
         return nn.Identity()
-    return nn.Sequential(
-        conv_cls(dims)(inplanes, outplanes, 1, stride=stride, bias=False), bn_cls(dims)(outplanes)
+    conv = (
+        pointwise_conv(dims, inplanes, outplanes)
+        if stride == 1
+        else conv_cls(dims)(inplanes, outplanes, 1, stride=stride, bias=False)
     )
+    return nn.Sequential(conv, bn_cls(dims)(outplanes))
 
 
 class Stage(nn.Sequential):
@@ -143,6 +150,7 @@ class ResNet(NeuroNet):
         input_shape: Sequence[int] = DEFAULT_SHAPE,
         stem_stride: int | Sequence[int] | None = None,
         memory_efficient: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         default_stride = (1, 2, 2) if dims == 3 else (2, 2)
@@ -177,9 +185,14 @@ class ResNet(NeuroNet):
         self.feature_dim = inplanes
         self.gradcam_layer = "layer4"
         kaiming_init(self)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=channels_last_format(dims + 2))
 
     def forward_features(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        if self.channels_last:
+            x = x.contiguous(memory_format=channels_last_format(x.dim()))
+        x = self.maxpool(bn_relu(self.bn1, self.relu, self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
 
@@ -216,6 +229,7 @@ def _register_3d(depth: int) -> None:
         input_shape: tuple[int, ...],
         memory_efficient: bool = False,
         stem_stride: int | Sequence[int] = (1, 2, 2),
+        channels_last: bool = True,
     ) -> ResNet:
         return resnet(
             depth,
@@ -225,6 +239,7 @@ def _register_3d(depth: int) -> None:
             input_shape=input_shape,
             memory_efficient=memory_efficient,
             stem_stride=stem_stride,
+            channels_last=channels_last,
         )
 
     builder.__doc__ = f"3D ResNet-{depth} (S4 comparison)."
