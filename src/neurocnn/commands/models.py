@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -46,6 +47,13 @@ def register(sub: Any) -> None:
         "--no-timing", action="store_true", help="skip the forward/backward timing (fast listing)"
     )
     parser.add_argument("--repeats", type=int, default=1, help="timed passes per model (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="PyTorch CPU threads for the timing (default: PyTorch's choice; on a busy machine 1 "
+        "can be much faster than several)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -74,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     from neurocnn import models
     from neurocnn.errors import NeuroCNNError
-    from neurocnn.models.blocks import fmt_shape
+    from neurocnn.models.blocks import InputTooSmall, fmt_shape
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = models.available(args.family)
     if args.name:
         for name in args.name:
@@ -88,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         )
     table = Table(title="neurocnn model zoo", show_lines=False)
     for col in ("name", "family", "paper", "input", "parameters", "output"):
-        table.add_column(col, justify="right" if col == "parameters" else "left")
+        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=col != "output")
     if not args.no_timing:
         table.add_column("fwd s/vol", justify="right")
         table.add_column("bwd s/vol", justify="right")
@@ -97,10 +107,14 @@ def run(args: argparse.Namespace) -> int:
         shape = args.input_shape or meta.default_input_shape
         row = [name, meta.family, meta.paper, fmt_shape(shape)]
         try:
-            with torch.device("meta"):
-                probe = models.build(name, input_shape=shape)
+            with torch.device("meta"), torch.no_grad():
+                probe = models.build(name, input_shape=shape).eval()
                 out = probe(torch.empty(1, 1, *shape))
             row += [f"{models.count_parameters(probe):,}", fmt_shape(tuple(out.shape))]
+        except InputTooSmall as exc:
+            row += ["-", f"[red]too small: needs ≥{fmt_shape(exc.need)}[/red]"]
+            table.add_row(*row, *([] if args.no_timing else ["-", "-"]))
+            continue
         except NeuroCNNError as exc:
             row += ["-", f"[red]{exc}[/red]"]
             table.add_row(*row, *([] if args.no_timing else ["-", "-"]))
@@ -111,5 +125,7 @@ def run(args: argparse.Namespace) -> int:
             row += [f"{fwd:.3f}", f"{bwd:.3f}"]
             del model
         table.add_row(*row)
-    Console().print(table)
+    # Piped output is not cut to 80 columns: the table is meant to be read whole.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(table)
     return 0

@@ -132,11 +132,12 @@ def smallest_input(axis_fn: AxisFn, ndim: int, limit: int = 4096) -> Shape:
 class InputTooSmall(NeuroCNNError):
     """An input shape below a network's minimum; carries the shapes for callers that rephrase."""
 
-    def __init__(self, model_name: str, got: Shape, need: Shape) -> None:
+    def __init__(self, model_name: str, got: Shape, need: Shape, message: str | None = None) -> None:
         self.model_name, self.got, self.need = model_name, got, need
         smallest = tuple(max(n, m) for n, m in zip(got, need, strict=True))
         super().__init__(
-            f"{model_name} needs an input of at least {fmt_shape(need)} voxels per axis, got "
+            message
+            or f"{model_name} needs an input of at least {fmt_shape(need)} voxels per axis, got "
             f"{fmt_shape(got)}; use input_shape={fmt_shape(smallest)} or larger (pad or resample "
             "the volumes), or pick a model for smaller inputs"
         )

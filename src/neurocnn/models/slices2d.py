@@ -27,16 +27,18 @@ PAPER = "S4 (2D baselines)"
 AXES = "XYZ"
 
 
-def _rephrase_too_small(exc: InputTooSmall, volume: Sequence[int], axis: int, how: str) -> NeuroCNNError:
-    need = list(volume)
-    got_need = iter(exc.need)
-    for i in range(3):
-        if i != axis:
-            need[i] = max(int(volume[i]), next(got_need))
-    return NeuroCNNError(
+def _rephrase_too_small(exc: InputTooSmall, volume: Sequence[int], axis: int, how: str) -> InputTooSmall:
+    """The 2D network's complaint about its slices, said about the 3D volumes."""
+    need2d = iter(exc.need)
+    need = tuple(1 if i == axis else next(need2d) for i in range(3))
+    smallest = tuple(max(int(v), n) for v, n in zip(volume, need, strict=True))
+    return InputTooSmall(
+        exc.model_name,
+        tuple(volume),
+        need,
         f"{exc.model_name} ({how}) needs {fmt_shape(exc.need)} slices at least, but "
         f"{fmt_shape(volume)} volumes give {fmt_shape(exc.got)}; use input_shape="
-        f"{fmt_shape(need)} or larger"
+        f"{fmt_shape(smallest)} or larger",
     )
 
 
