@@ -5,7 +5,8 @@
    MriNet's 58×70×58 grid (S3).
 2. ``train``: 5-fold cross-validation of MriNet with `neurocnn.training.run_cv` (resumable).
 3. ``interpret``: `neurocnn.interpret.pipeline.interpret_run` on the run: out-of-fold Grad-CAM,
-   guided backprop and Meaningful Perturbation maps, group maps, AAL2 region tables, the
+   HiResCAM, guided backprop (every test subject) and Meaningful Perturbation (``--mp-subjects``
+   per fold, one per class in turn) maps, group maps, AAL2 region tables, the
    model-randomisation test and the localisation of the planted regions. Writes
    ``benchmarks/results/interpret_ground_truth.md``.
 
@@ -78,7 +79,7 @@ def interpret(work: Path, run: Path, subjects_per_fold: int | None, mp_subjects:
     from neurocnn.interpret.pipeline import InterpretOptions, interpret_run
 
     options = InterpretOptions(
-        methods=("gradcam", "guided_backprop", "perturbation"),
+        methods=("gradcam", "hirescam", "guided_backprop", "perturbation"),
         atlases=("aal2",),
         top=5,
         subjects_per_fold=subjects_per_fold,
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--subjects-per-fold", type=int, help="Grad-CAM/guided backprop subjects per fold")
-    p.add_argument("--mp-subjects", type=int, default=4, help="Meaningful Perturbation subjects per fold")
+    p.add_argument("--mp-subjects", type=int, default=2, help="Meaningful Perturbation subjects per fold")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

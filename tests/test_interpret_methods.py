@@ -68,6 +68,22 @@ def test_grad_cam_equals_hand_computation_for_each_class() -> None:
     assert not np.allclose(grad_cam(net, x, 0).numpy(), grad_cam(net, x, 1).numpy())
 
 
+def test_hirescam_equals_hand_computation_and_adds_up_to_the_score() -> None:
+    torch.manual_seed(2)
+    net = Tiny()
+    x = torch.randn(2, 1, 4, 5, 3)
+    a = np.maximum((net.conv.weight.detach().reshape(2)[None, :, None, None, None] * x).numpy(), 0)
+    u = net.fc.weight.detach().numpy().reshape(2, 2, 4, 5, 3)
+    cam = grad_cam(net, x, 1, layer="relu", variant="hirescam").numpy()
+    np.testing.assert_allclose(cam, np.maximum((u[1][None] * a).sum(1), 0), rtol=1e-5, atol=1e-6)
+    raw = grad_cam(net, x, 1, layer="relu", variant="hirescam", relu=False)
+    with torch.no_grad():
+        score = net(x)[:, 1] - net.fc.bias[1]
+    torch.testing.assert_close(raw.sum((1, 2, 3)), score, rtol=1e-5, atol=1e-5)
+    with pytest.raises(NeuroCNNError, match="variant"):
+        grad_cam(net, x, variant="layercam")
+
+
 def test_grad_cam_defaults_to_the_predicted_class_per_subject() -> None:
     net = tiny_mrinet()
     x = torch.randn(4, 1, *SHAPE)
@@ -141,7 +157,7 @@ def test_attribution_mode_restores_flags_after_an_error() -> None:
 
 def test_speed_copy_folds_batchnorm_exactly_enough() -> None:
     net = tiny_mrinet().eval()
-    fast = speed_copy(net, channels_last=True)
+    fast = speed_copy(net)
     assert not any(isinstance(m, nn.BatchNorm3d) for m in fast.modules())
     assert any(isinstance(m, nn.BatchNorm3d) for m in net.modules())
     x = torch.randn(2, 1, *SHAPE)

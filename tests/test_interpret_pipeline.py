@@ -55,7 +55,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for fold in (0, 1):
         torch.manual_seed(fold)
         net = build_network(config, cache.shape, 2)
-        train = torch.as_tensor(S.split_indices(table, 0, fold)["train"])
+        train = torch.as_tensor(np.array(S.split_indices(table, 0, fold)["train"]))
         optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
         for _ in range(12):
             optimiser.zero_grad()

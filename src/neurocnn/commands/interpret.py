@@ -12,6 +12,7 @@ from neurocnn.errors import NeuroCNNError
 METHOD_NAMES = {
     "gradcam": "gradcam",
     "grad-cam": "gradcam",
+    "hirescam": "hirescam",
     "guided": "guided_backprop",
     "guided_backprop": "guided_backprop",
     "guided-backprop": "guided_backprop",
@@ -46,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--methods",
         default="gradcam,guided_backprop,perturbation",
-        help="comma-separated: gradcam, guided_backprop (guided), perturbation (mp), occlusion, "
-        "integrated_gradients (ig)",
+        help="comma-separated: gradcam, hirescam, guided_backprop (guided), perturbation (mp), "
+        "occlusion, integrated_gradients (ig)",
     )
     p.add_argument(
         "--atlas",

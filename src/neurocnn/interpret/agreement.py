@@ -22,10 +22,11 @@ __all__ = ["DEFAULT_THRESHOLDS", "agreement_table", "dice", "rank_correlation", 
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "gradcam": 0.65,
+    "hirescam": 0.65,
     "perturbation": 0.65,
     "guided_backprop": 0.04,
 }
-"""S3's thresholds on maps scaled to [0, 1]; other methods default to 0.5."""
+"""S3's thresholds on maps scaled to [0, 1] (HiResCAM takes Grad-CAM's); other methods 0.5."""
 
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,7 @@
 - :func:`attribution_mode` puts a model in evaluation mode with ``requires_grad`` off on every
   parameter (no weight gradient is ever computed) and restores both afterwards.
 - :func:`speed_copy` is a private copy of a model for the heavy methods: BatchNorm folded into the
-  convolution before it (exact in evaluation mode) and channels-last memory for 3D batches. The
-  caller's model is never changed.
+  convolution before it (exact in evaluation mode). The caller's model is never changed.
 - Targets: ``None`` means each subject's predicted class; an int means that class for everyone; a
   sequence gives one class per subject.
 """
@@ -133,18 +132,23 @@ def resolve_targets(target: Target, n: int, num_classes: int | None = None) -> T
     return t
 
 
-def speed_copy(model: nn.Module, *, channels_last: bool = False) -> nn.Module:
+def speed_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` for attribution: evaluation mode, frozen, BatchNorm folded into convs.
 
     In evaluation mode ``bn(conv(x))`` is one affine convolution, so folding changes outputs and
     input gradients only by float rounding; it saves the BatchNorm passes forward and backward
-    (about a fifth of MriNet's time). Pairs are found inside ``nn.Sequential`` containers (where
-    the order of calls is the order of children); the BatchNorm becomes ``nn.Identity`` so module
-    names (a Grad-CAM layer) still resolve. ``channels_last`` stores 3D weights channels-last,
-    which oneDNN runs faster for batches of several volumes.
+    (about a fifth of MriNet's time). Pairs are found inside ``nn.Sequential`` containers that keep
+    Sequential's own ``forward`` (the order of calls is then the order of children); the BatchNorm
+    becomes ``nn.Identity`` so module names (a Grad-CAM layer) still resolve.
     """
     clone = copy.deepcopy(model).eval()
-    for seq in [m for m in clone.modules() if isinstance(m, nn.Sequential)]:
+    # only containers that run their children in order (a subclass may override forward)
+    plain = [
+        m
+        for m in clone.modules()
+        if isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
+    ]
+    for seq in plain:
         names = list(seq._modules)
         for a, b in itertools.pairwise(names):
             conv, norm = seq._modules[a], seq._modules[b]
@@ -159,10 +163,6 @@ def speed_copy(model: nn.Module, *, channels_last: bool = False) -> nn.Module:
                 seq._modules[b] = nn.Identity()
     for p in clone.parameters():
         p.requires_grad_(False)
-    if channels_last:
-        for m in clone.modules():
-            if isinstance(m, nn.Conv3d):
-                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
     return clone
 
 

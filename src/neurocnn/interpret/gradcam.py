@@ -10,6 +10,13 @@ y^c is the class score (the logit) of the predicted class, or of a class the cal
 seed code always used class 1 and averaged the gradients over two of the three axes; neither is
 reproduced here.
 
+``variant="hirescam"`` is HiResCAM (Draelos & Carin, "Use HiResCAM instead of Grad-CAM for
+faithful explanations of convolutional neural networks", 2020): ReLU(Σ_k ∂y^c/∂F^k ⊙ F^k), the
+gradient multiplied position by position instead of averaged first. For a network whose head is
+flatten → one linear layer after the target layer (MriNet), its sum over positions and channels is
+exactly the class score minus the bias, so it shows where the score comes from; Grad-CAM's
+averaging can move attribution to where activations are merely large.
+
 Only the part of the network after the target layer needs a backward pass: a forward hook hands
 the rest of the network a detached copy of the layer's output that requires gradients, so no
 graph is recorded before the layer and no weight gradient is computed anywhere.
@@ -48,8 +55,9 @@ def grad_cam(
     relu: bool = True,
     upsample: bool = True,
     fuse: bool = True,
+    variant: str = "gradcam",
 ) -> Tensor:
-    """Grad-CAM maps of a batch of subjects.
+    """Grad-CAM (or HiResCAM) maps of a batch of subjects.
 
     Parameters
     ----------
@@ -74,6 +82,9 @@ def grad_cam(
     fuse
         Work on a copy with BatchNorm folded into the convolutions (same result up to float
         rounding, faster). ``False`` runs the model as given.
+    variant
+        ``"gradcam"`` (channel weights = gradients averaged over positions) or ``"hirescam"``
+        (gradients times activations position by position).
 
     Returns
     -------
@@ -88,6 +99,8 @@ def grad_cam(
     >>> maps.shape                                             # doctest: +SKIP
     torch.Size([2, 58, 70, 58])
     """
+    if variant not in ("gradcam", "hirescam"):
+        raise NeuroCNNError(f"variant must be 'gradcam' or 'hirescam', got {variant!r}")
     x = as_batch(inputs)
     name, _ = resolve_layer(model, layer)
     targets = resolve_targets(target, len(x), getattr(model, "num_classes", None))
@@ -106,8 +119,11 @@ def grad_cam(
                     f"for inputs {tuple(xb.shape)}; choose a layer whose output is (B, K, *spatial) "
                     "on the input's axes (slice-wise 2D models have no 3D Grad-CAM layer)"
                 )
-            weights = grads.mean(dim=dims, keepdim=True)  # eq. (6): all spatial axes
-            cam = (weights * activations).sum(dim=1)
+            if variant == "gradcam":
+                weights = grads.mean(dim=dims, keepdim=True)  # eq. (6): all spatial axes
+                cam = (weights * activations).sum(dim=1)
+            else:
+                cam = (grads * activations).sum(dim=1)
             if relu:
                 cam = cam.clamp_min(0)
             if upsample:

@@ -14,6 +14,11 @@ def _f(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"  # NaN != NaN
 
 
+def _constant(info: dict[str, Any]) -> str:
+    n = info.get("randomisation_constant_maps", 0)
+    return f"; {n}/{info['randomisation_subjects']} constant (as 0)" if n else ""
+
+
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """A short report: per method the top regions, then agreement, masked accuracy, sanity checks."""
     lines = [f"folds: {', '.join(summary.get('folds', []))}; {summary.get('seconds', 0):.0f} s"]
@@ -37,6 +42,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(
                 "  model randomisation: Spearman median "
                 f"{_f(info['randomisation_spearman_median'])}, max {_f(info['randomisation_spearman_max'])}"
+                f" ({info['randomisation_constant_maps']} of {info['randomisation_subjects']} randomised "
+                "maps constant, counted as 0)"
             )
     for row in summary.get("agreement", []):
         lines.append(
@@ -83,8 +90,8 @@ def ground_truth_markdown(summary: dict[str, Any], planted: Sequence[str]) -> li
             f"| {method} | {info['subjects']} | {info['seconds_per_subject']:.1f} "
             f"| {c['in_top5']}/{len(planted)} ({yes[c['top5_ok']]}) "
             f"| {_f(c['enrichment'], 2)}× ({yes[c['enrichment_ok']]}) "
-            f"| {_f(c['randomisation'], 2)}, {_f(info.get('randomisation_spearman_max'), 2)} "
-            f"({yes[c['randomisation_ok']]}) | {yes[met]} |"
+            f"| {_f(c['randomisation'], 2)}, {_f(info.get('randomisation_spearman_max'), 2)}"
+            f"{_constant(info)} ({yes[c['randomisation_ok']]}) | {yes[met]} |"
         )
     lines += ["", "## Rank of each planted region in the AAL2 table, and its attribution mass", ""]
     lines += [

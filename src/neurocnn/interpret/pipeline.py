@@ -1,7 +1,7 @@
 """Interpret a training run (``neurocnn interpret RUN``): out-of-fold maps, group maps, tables.
 
-Each fold's best model explains its own test subjects only (out-of-fold maps: no subject is
-explained by a model that trained on it). Then, over all explained subjects:
+Each fold's best model explains its own test subjects only (`neurocnn.interpret.runs`). Then, over
+all explained subjects:
 
     OUT/subjects_<method>.nii.gz (+ .tsv)   4D: one volume per subject, rows of the TSV
     OUT/group/<method>_<class>.nii.gz       mean map of each class (S3), and _conjoined (their sum)
@@ -11,7 +11,7 @@ explained by a model that trained on it). Then, over all explained subjects:
     OUT/randomisation.tsv                   model-randomisation test (optional)
     OUT/ground_truth.tsv                    localisation of planted regions (synthetic cohorts)
     OUT/first_layer.tsv, first_layer.png    first hidden layer analysis (optional)
-    OUT/ttest_*.nii.gz                      voxel-wise t-test of the inputs (optional)
+    OUT/ttest_<modality>_*.nii.gz           voxel-wise t-test of the inputs (optional)
     OUT/summary.json                        everything above in one record
 
 Maps are on the prepared grid with the cache's affine.
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,8 +36,9 @@ from neurocnn.errors import NeuroCNNError
 from neurocnn.interpret import agreement, group, masked_eval, regions, sanity
 from neurocnn.interpret.attribution import predicted_classes
 from neurocnn.interpret.perturbation import PerturbationConfig
+from neurocnn.interpret.runs import FoldModel, load_checkpoint_model, load_run_models, pick_subjects
 
-METHODS = ("gradcam", "guided_backprop", "perturbation", "occlusion", "integrated_gradients")
+METHODS = ("gradcam", "hirescam", "guided_backprop", "perturbation", "occlusion", "integrated_gradients")
 
 
 class InterpretOptions(BaseModel):
@@ -45,7 +47,7 @@ class InterpretOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     methods: tuple[str, ...] = ("gradcam", "guided_backprop", "perturbation")
-    atlases: tuple[str, ...] = ("aal2",)
+    atlases: tuple[str, ...] = Field(("aal2",), description="bundled names or IMAGE:LABELS")
     top: int = Field(5, ge=1)
     repeat: int = 0
     folds: tuple[int, ...] | None = None
@@ -66,64 +68,22 @@ class InterpretOptions(BaseModel):
     seed: int = 0
 
 
-@dataclass
-class FoldModel:
-    """One trained model and the cache rows it may explain (its test subjects)."""
-
-    name: str
-    net: nn.Module
-    test: np.ndarray
-
-
-def load_run_models(run: Path | str, *, repeat: int = 0, folds: tuple[int, ...] | None = None):  # type: ignore[no-untyped-def]
-    """The best model of each finished outer fold of a run, with its test rows, and the cache."""
-    from neurocnn.data.cache import open_cache
-    from neurocnn.data.splits import load_splits, split_indices
-    from neurocnn.training.module import build_network
-    from neurocnn.training.runfolder import SPLITS, RunFolder, fold_name
-    from neurocnn.training.transfer import load_state
-
-    rf = RunFolder(Path(run))
-    config = rf.config()
-    cache = open_cache(config.cache)
-    table = load_splits(rf.path / SPLITS)
-    outer = table[(table["inner"] == -1) & (table["repeat"] == repeat)]
-    if outer.empty:
-        raise NeuroCNNError(f"{rf.path}: no outer splits of repeat {repeat}")
-    models: list[FoldModel] = []
-    for fold in sorted(int(f) for f in outer["fold"].unique()):
-        if folds is not None and fold not in folds:
-            continue
-        ckpt = rf.fold_dir(repeat, fold) / "best.ckpt"
-        if not ckpt.exists():
-            continue
-        net = build_network(config, cache.shape, len(cache.classes))
-        net.load_state_dict(load_state(ckpt))
-        test = np.sort(split_indices(table, repeat, fold)["test"])
-        models.append(FoldModel(fold_name(repeat, fold), net.eval(), test))
-    if not models:
-        raise NeuroCNNError(
-            f"{rf.path}: no finished fold with best.ckpt (repeat {repeat}); train with `neurocnn cv`, "
-            "or give --checkpoint"
-        )
-    return models, cache
-
-
 def compute_maps(
-    method: str, net: nn.Module, x: Tensor, targets: Tensor, options: InterpretOptions, *, seed: int = 0
+    method: str, net: nn.Module, x: Tensor, targets: Tensor, options: InterpretOptions
 ) -> Tensor:
-    """(N, *spatial) maps of one method (non-negative for all but integrated gradients)."""
+    """(N, *spatial) non-negative maps of one method (integrated gradients: absolute values)."""
     from neurocnn.interpret import captum_methods
     from neurocnn.interpret.gradcam import grad_cam
     from neurocnn.interpret.guided_backprop import guided_backprop
     from neurocnn.interpret.perturbation import meaningful_perturbation
 
-    if method == "gradcam":
-        return grad_cam(net, x, targets, batch_size=options.batch_size)
+    if method in ("gradcam", "hirescam"):
+        return grad_cam(net, x, targets, batch_size=options.batch_size, variant=method)
     if method == "guided_backprop":
         return guided_backprop(net, x, targets, batch_size=options.batch_size)
     if method == "perturbation":
-        return meaningful_perturbation(net, x, targets, config=options.perturbation, seed=seed).saliency
+        cfg = options.perturbation
+        return meaningful_perturbation(net, x, targets, config=cfg, seed=options.seed).saliency
     if method == "occlusion":
         return captum_methods.occlusion(net, x, targets).clamp_min(0)
     if method == "integrated_gradients":
@@ -131,117 +91,83 @@ def compute_maps(
     raise NeuroCNNError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
-def _pick(rows: np.ndarray, labels: np.ndarray, k: int | None) -> np.ndarray:
-    """The first k rows, alternating between classes (deterministic, balanced)."""
-    if k is None or k >= len(rows):
-        return rows
-    by_class = [list(rows[labels[rows] == c]) for c in np.unique(labels[rows])]
-    out: list[int] = []
-    while len(out) < k:
-        for members in by_class:
-            if members and len(out) < k:
-                out.append(members.pop(0))
-    return np.sort(np.asarray(out, dtype=np.int64))
+@dataclass
+class Explained:
+    """Per method: the subjects' maps (N, *spatial), one table row per map, seconds spent."""
+
+    maps: dict[str, list[Tensor]] = field(default_factory=dict)
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def table(self, method: str) -> pd.DataFrame:
+        return pd.DataFrame(self.rows[method])
+
+    def stacked(self, method: str) -> Tensor:
+        return torch.cat(self.maps[method])
 
 
-def interpret_models(
-    models: list[FoldModel], cache: Any, out: Path | str, options: InterpretOptions, *, progress: bool = True
-) -> dict[str, Any]:
-    """Maps, group maps and analyses for a list of models over a prepared cache (see module doc)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    unknown = [m for m in options.methods if m not in METHODS]
-    if unknown:
-        raise NeuroCNNError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    affine = cache.affine
-    if affine is None:
-        raise NeuroCNNError(
-            f"{cache.path}: subjects' grids differ, so maps have no common grid to be saved on"
-        )
+def explain(
+    models: list[FoldModel], cache: Any, options: InterpretOptions, say: Callable[[str], None]
+) -> Explained:
+    """Every method's maps of each fold model's (chosen) test subjects."""
     data, labels, classes = cache.array(), cache.labels(), cache.classes
-    manifest = cache.manifest.set_index("index")
-    say = (lambda s: print(s, flush=True)) if progress else (lambda s: None)
-    start = time.perf_counter()
-    maps: dict[str, list[Tensor]] = {m: [] for m in options.methods}
-    rows: dict[str, list[dict]] = {m: [] for m in options.methods}
-    first_layer_tables, masked_tables, random_tables = [], [], []
-    timings: dict[str, float] = {m: 0.0 for m in options.methods}
+    ids = cache.manifest.set_index("index")["participant_id"]
+    done = Explained({m: [] for m in options.methods}, {m: [] for m in options.methods})
     for fm in models:
         x_all = torch.from_numpy(np.asarray(data[fm.test], dtype=np.float32))
         preds = predicted_classes(fm.net, x_all, batch_size=options.batch_size)
         for method in options.methods:
-            k = options.perturbation_subjects_per_fold if method == "perturbation" else None
-            chosen = _pick(_pick(fm.test, labels, options.subjects_per_fold), labels, k)
+            chosen = pick_subjects(fm.test, labels, options.subjects_per_fold)
+            if method == "perturbation":
+                chosen = pick_subjects(chosen, labels, options.perturbation_subjects_per_fold)
             pos = np.searchsorted(fm.test, chosen)
-            x = x_all[pos]
             targets = torch.as_tensor(labels[chosen]) if options.target == "true" else preds[pos]
-            t0 = time.perf_counter()
-            m = compute_maps(method, fm.net, x, targets, options, seed=options.seed)
-            timings[method] += time.perf_counter() - t0
-            maps[method].append(m)
+            start = time.perf_counter()
+            done.maps[method].append(compute_maps(method, fm.net, x_all[pos], targets, options))
+            seconds = time.perf_counter() - start
+            done.seconds[method] = done.seconds.get(method, 0.0) + seconds
             for i, row in enumerate(chosen):
-                rows[method].append(
+                done.rows[method].append(
                     {
                         "index": int(row),
-                        "participant_id": manifest.loc[row, "participant_id"],
+                        "participant_id": ids.loc[row],
                         "label": classes[labels[row]],
                         "fold": fm.name,
                         "target": classes[int(targets[i])],
                         "prediction": classes[int(preds[pos[i]])],
                     }
                 )
-            say(f"{fm.name}: {method} for {len(chosen)} subjects in {time.perf_counter() - t0:.1f} s")
-        if options.first_layer:
-            first_layer_tables.append(_first_layer(fm, x_all, labels[fm.test], classes))
-    brain = _brain_mask(data, np.concatenate([fm.test for fm in models]))
-    summary: dict[str, Any] = {"classes": classes, "folds": [fm.name for fm in models], "methods": {}}
-    conjoined: dict[str, np.ndarray] = {}
-    groups_all: dict[str, dict[str, np.ndarray]] = {}
-    for method in options.methods:
-        all_maps = torch.cat(maps[method]).numpy()
-        table = pd.DataFrame(rows[method])
-        group.save_subject_maps(all_maps, affine, out / f"subjects_{method}.nii.gz", table)
-        key = "label" if options.group_by == "label" else "target"
-        y = table[key].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        groups = group.group_maps(all_maps, y, classes)
-        groups["conjoined"] = group.conjoined_map(groups)
-        groups_all[method] = groups
-        conjoined[method] = groups["conjoined"]
-        for name, g in groups.items():
-            group.save_map(g, affine, out / "group" / f"{method}_{name}.nii.gz")
-        summary["methods"][method] = {
-            "subjects": len(table),
-            "seconds": round(timings[method], 1),
-            "seconds_per_subject": round(timings[method] / max(1, len(table)), 2),
-            "regions": {},
-        }
-    atlases = list(options.atlases)
+            say(f"{fm.name}: {method} for {len(chosen)} subjects in {seconds:.1f} s")
+    return done
+
+
+def interpret_models(
+    models: list[FoldModel],
+    cache: Any,
+    out: Path | str,
+    options: InterpretOptions,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Maps, group maps and analyses for a list of models over a prepared cache (module doc)."""
+    unknown = [m for m in options.methods if m not in METHODS]
+    if unknown:
+        raise NeuroCNNError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if cache.affine is None:
+        raise NeuroCNNError(
+            f"{cache.path}: subjects' grids differ, so maps have no common grid to be saved on"
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = (lambda s: print(s, flush=True)) if progress else (lambda s: None)
+    start = time.perf_counter()
+    done = explain(models, cache, options, say)
+    brain = _brain_mask(cache.array(), np.concatenate([fm.test for fm in models]))
     truth = _truth(options, cache)
-    if truth is not None and truth["atlas"] and truth["atlas"] not in atlases:
-        atlases.append(truth["atlas"])
-    shape = tuple(data.shape[2:])
-    for atlas_name in atlases:
-        atlas = _load_atlas(atlas_name, shape, affine)
-        for method, groups in groups_all.items():
-            tables = []
-            for gname, g in groups.items():
-                t = regions.region_scores(
-                    g, atlas, threshold=options.thresholds.get(method, 0.5), top_percent=options.top_percent
-                )
-                t.insert(0, "group", gname)
-                tables.append(t)
-            full = pd.concat(tables, ignore_index=True)
-            (out / "regions").mkdir(exist_ok=True)
-            full.to_csv(out / "regions" / f"{method}_{atlas.name}.tsv", sep="\t", index=False)
-            top = full[(full["group"] == "conjoined") & (full["rank"] <= options.top)]
-            summary["methods"][method]["regions"][atlas.name] = top[["rank", "region", "score"]].to_dict(
-                "records"
-            )
-            if truth is not None and atlas_name == truth["atlas"]:
-                conj = full[full["group"] == "conjoined"]
-                summary["methods"][method]["planted_ranks"] = sanity.region_ranks(
-                    conj, list(truth["regions"])
-                )
+    summary: dict[str, Any] = {"classes": cache.classes, "folds": [fm.name for fm in models], "methods": {}}
+    groups = _save_maps(done, cache, out, options, summary)
+    _region_tables(groups, cache, out, options, truth, summary)
+    conjoined = {m: g["conjoined"] for m, g in groups.items()}
     if len(conjoined) > 1:
         agree = agreement.agreement_table(
             conjoined, thresholds=options.thresholds, top_percent=options.top_percent, mask=brain
@@ -249,54 +175,21 @@ def interpret_models(
         agree.to_csv(out / "agreement.tsv", sep="\t", index=False)
         summary["agreement"] = agree.to_dict("records")
     if options.masked_eval:
-        for fm in models:
-            x_all = torch.from_numpy(np.asarray(data[fm.test], dtype=np.float32))
-            masks = {f"{m}:{g}": v for m, gs in groups_all.items() for g, v in gs.items()}
-            t = masked_eval.masked_accuracy(
-                fm.net, x_all, labels[fm.test], masks, batch_size=options.batch_size
-            )
-            t.insert(0, "fold", fm.name)
-            masked_tables.append(t)
-        masked = pd.concat(masked_tables, ignore_index=True)
-        masked.to_csv(out / "masked_eval.tsv", sep="\t", index=False)
-        summary["masked_eval"] = (
-            masked.groupby("mask", sort=False)["accuracy"]
-            .agg(["mean", "std"])
-            .reset_index()
-            .to_dict("records")
-        )
+        _masked(models, cache, groups, out, options, summary)
     if options.randomisation:
-        random_tables = _randomisation(models[0], data, classes, options, maps, rows, brain)
-        rnd = pd.concat(random_tables, ignore_index=True)
-        rnd.to_csv(out / "randomisation.tsv", sep="\t", index=False)
-        for method, part in rnd.groupby("method"):
-            summary["methods"][method]["randomisation_spearman_median"] = float(part["spearman"].median())
-            summary["methods"][method]["randomisation_spearman_max"] = float(part["spearman"].max())
+        _randomisation(models[0], cache, done, brain, out, options, summary)
     if truth is not None:
-        gt = []
+        tables = []
         for method, g in conjoined.items():
             t = sanity.localisation(g, truth["masks"], truth["brain"])
-            t.insert(0, "method", method)
-            gt.append(t)
             summary["methods"][method]["localisation"] = t.to_dict("records")
-        pd.concat(gt, ignore_index=True).to_csv(out / "ground_truth.tsv", sep="\t", index=False)
-        summary["planted"] = list(truth["regions"])
-    if first_layer_tables:
-        fl = pd.concat(first_layer_tables, ignore_index=True)
-        fl.to_csv(out / "first_layer.tsv", sep="\t", index=False)
-        from neurocnn.interpret.first_layer import plot_first_layer
-
-        plot_first_layer(fl[fl["fold"] == models[0].name], out / "first_layer.png")
-        summary["first_layer_significant"] = int(fl["significant"].sum())
+            tables.append(_lead(t, method=method))
+        pd.concat(tables, ignore_index=True).to_csv(out / "ground_truth.tsv", sep="\t", index=False)
+        summary["planted"] = list(truth["masks"])
+    if options.first_layer:
+        _first_layer(models, cache, out, options, summary)
     if options.voxel_stats:
-        from neurocnn.interpret.voxel_stats import voxelwise_ttest
-
-        rows_used = np.concatenate([fm.test for fm in models])
-        for c in range(data.shape[1]):
-            test = voxelwise_ttest(np.asarray(data[rows_used, c]), labels[rows_used], mask=brain)
-            prefix = f"ttest_{cache.modalities[c]}" if c < len(cache.modalities) else f"ttest_{c}"
-            test.save(out, affine, prefix=prefix)
-            summary.setdefault("voxel_stats", {})[prefix] = int(test.significant.sum())
+        _voxel_stats(models, cache, brain, out, summary)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_plain) + "\n")
     return summary
@@ -320,64 +213,151 @@ def interpret_checkpoint(
     model_options: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Interpret one checkpoint (or state dict) of ``model`` over every subject of a cache.
-
-    The fallback when there is no run folder; nothing guards against explaining training subjects.
-    """
-    from neurocnn.data.cache import open_cache
-    from neurocnn.models import build
-    from neurocnn.training.transfer import load_state
-
-    cache = open_cache(cache_path)
-    spatial = tuple(int(s) for s in cache.shape[2:])
-    net = build(
-        model,
-        in_channels=int(cache.shape[1]),
-        num_classes=len(cache.classes),
-        input_shape=spatial,
-        **(model_options or {}),
-    )
-    net.load_state_dict(load_state(Path(checkpoint)))
-    rows = cache.manifest["index"].to_numpy(dtype=np.int64)
-    rows = rows[cache.labels()[rows] >= 0]
-    return interpret_models(
-        [FoldModel("checkpoint", net.eval(), np.sort(rows))], cache, out, options, progress=progress
-    )
+    """Interpret one checkpoint of ``model`` over every labelled subject of a cache (no run folder:
+    nothing guards against explaining the model's training subjects)."""
+    models, cache = load_checkpoint_model(checkpoint, cache_path, model, model_options)
+    return interpret_models(models, cache, out, options, progress=progress)
 
 
-def _first_layer(fm: FoldModel, x: Tensor, y: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    from neurocnn.interpret.first_layer import compare_features, first_layer_features
-
-    feats = first_layer_features(fm.net, x)
-    t = compare_features(feats, y, classes)
-    t.insert(0, "fold", fm.name)
-    t.insert(1, "layer", feats.layer)
-    return t
-
-
-def _randomisation(fm, data, classes, options, maps, rows, brain) -> list[pd.DataFrame]:  # type: ignore[no-untyped-def]
-    """Model-randomisation test of every method on the first subjects of one fold."""
-    out = []
+def _save_maps(
+    done: Explained, cache: Any, out: Path, options: InterpretOptions, summary: dict[str, Any]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Subject maps and group maps of every method, written; returns ``{method: {group: map}}``."""
+    classes, groups = cache.classes, {}
     for method in options.methods:
-        table = pd.DataFrame(rows[method])
+        maps, table = done.stacked(method).numpy(), done.table(method)
+        group.save_subject_maps(maps, cache.affine, out / f"subjects_{method}.nii.gz", table)
+        y = table[options.group_by].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        g = group.group_maps(maps, y, classes)
+        g["conjoined"] = group.conjoined_map(g)
+        for name, m in g.items():
+            group.save_map(m, cache.affine, out / "group" / f"{method}_{name}.nii.gz")
+        groups[method] = g
+        seconds = done.seconds.get(method, 0.0)
+        summary["methods"][method] = {
+            "subjects": len(table),
+            "seconds": round(seconds, 1),
+            "seconds_per_subject": round(seconds / max(1, len(table)), 2),
+            "regions": {},
+        }
+    return groups
+
+
+def _region_tables(
+    groups: dict[str, dict[str, np.ndarray]],
+    cache: Any,
+    out: Path,
+    options: InterpretOptions,
+    truth: dict[str, Any] | None,
+    summary: dict[str, Any],
+) -> None:
+    """Region scores of every group map for every atlas (and the planted regions' atlas)."""
+    atlases = list(options.atlases)
+    if truth is not None and truth["atlas"] and truth["atlas"] not in atlases:
+        atlases.append(truth["atlas"])
+    (out / "regions").mkdir(exist_ok=True)
+    for spec in atlases:
+        atlas = _load_atlas(spec, tuple(cache.shape[2:]), cache.affine)
+        for method, maps in groups.items():
+            threshold = options.thresholds.get(method, 0.5)
+            full = pd.concat(
+                [
+                    _lead(
+                        regions.region_scores(m, atlas, threshold=threshold, top_percent=options.top_percent),
+                        group=name,
+                    )
+                    for name, m in maps.items()
+                ],
+                ignore_index=True,
+            )
+            full.to_csv(out / "regions" / f"{method}_{atlas.name}.tsv", sep="\t", index=False)
+            conj = full[full["group"] == "conjoined"]
+            top = conj[conj["rank"] <= options.top][["rank", "region", "score"]]
+            summary["methods"][method]["regions"][atlas.name] = top.to_dict("records")
+            if truth is not None and spec == truth["atlas"]:
+                ranks = sanity.region_ranks(conj, list(truth["masks"]))
+                summary["methods"][method]["planted_ranks"] = ranks
+
+
+def _masked(models, cache, groups, out, options, summary) -> None:  # type: ignore[no-untyped-def]
+    """Each fold model on its test inputs multiplied by each group map (S3)."""
+    data, labels = cache.array(), cache.labels()
+    masks = {f"{m}:{g}": v for m, gs in groups.items() for g, v in gs.items()}
+    tables = []
+    for fm in models:
+        x = torch.from_numpy(np.asarray(data[fm.test], dtype=np.float32))
+        t = masked_eval.masked_accuracy(fm.net, x, labels[fm.test], masks, batch_size=options.batch_size)
+        tables.append(_lead(t, fold=fm.name))
+    table = pd.concat(tables, ignore_index=True)
+    table.to_csv(out / "masked_eval.tsv", sep="\t", index=False)
+    stats = table.groupby("mask", sort=False)["accuracy"].agg(["mean", "std"]).reset_index()
+    summary["masked_eval"] = stats.to_dict("records")
+
+
+def _randomisation(fm, cache, done, brain, out, options, summary) -> None:  # type: ignore[no-untyped-def]
+    """Model-randomisation test of every method on the first explained subjects of one fold."""
+    data, classes, tables = cache.array(), cache.classes, []
+    for method in options.methods:
+        table = done.table(method)
         mine = np.flatnonzero(table["fold"].to_numpy() == fm.name)[: options.randomisation_subjects]
         if len(mine) == 0:
             continue
-        idx = table["index"].to_numpy()[mine]
-        x = torch.from_numpy(np.asarray(data[idx], dtype=np.float32))
+        rows = table["index"].to_numpy()[mine]
+        x = torch.from_numpy(np.asarray(data[rows], dtype=np.float32))
         targets = torch.as_tensor([classes.index(t) for t in table["target"].to_numpy()[mine]])
-        trained = torch.cat(maps[method])[torch.as_tensor(mine)]
 
         def run(net: nn.Module, xx: Tensor, tt: Tensor, _m: str = method) -> Tensor:
-            return compute_maps(_m, net, xx, tt, options, seed=options.seed)
+            return compute_maps(_m, net, xx, tt, options)
 
         t = sanity.model_randomisation(
-            run, fm.net, x, targets, mask=brain, seed=options.seed, trained_maps=trained
+            run, fm.net, x, targets, mask=brain, seed=options.seed, trained_maps=done.stacked(method)[mine]
         )
-        t.insert(0, "method", method)
-        t["index"] = idx[t["subject"].to_numpy()]
-        out.append(t)
-    return out
+        tables.append(_lead(t, method=method, index=rows[t["subject"].to_numpy()]))
+        # a constant randomised map (e.g. all zero after Grad-CAM's ReLU) has no ranking to share
+        # with the trained map: its correlation is undefined and counted as 0 in the summary
+        rho = t["spearman"].fillna(0.0)
+        info = summary["methods"][method]
+        info["randomisation_spearman_median"] = float(rho.median())
+        info["randomisation_spearman_max"] = float(rho.max())
+        info["randomisation_constant_maps"] = int(t["spearman"].isna().sum())
+        info["randomisation_subjects"] = len(t)
+    pd.concat(tables, ignore_index=True).to_csv(out / "randomisation.tsv", sep="\t", index=False)
+
+
+def _first_layer(models, cache, out, options, summary) -> None:  # type: ignore[no-untyped-def]
+    """First hidden layer analysis per fold model on its test subjects (features differ by model)."""
+    from neurocnn.interpret.first_layer import compare_features, first_layer_features, plot_first_layer
+
+    data, labels, tables = cache.array(), cache.labels(), []
+    for fm in models:
+        x = torch.from_numpy(np.asarray(data[fm.test], dtype=np.float32))
+        features = first_layer_features(fm.net, x, batch_size=options.batch_size)
+        t = compare_features(features, labels[fm.test], cache.classes)
+        tables.append(_lead(t, fold=fm.name, layer=features.layer))
+    table = pd.concat(tables, ignore_index=True)
+    table.to_csv(out / "first_layer.tsv", sep="\t", index=False)
+    plot_first_layer(table[table["fold"] == models[0].name], out / "first_layer.png")
+    summary["first_layer_significant"] = int(table["significant"].sum())
+
+
+def _voxel_stats(models, cache, brain, out, summary) -> None:  # type: ignore[no-untyped-def]
+    """Voxel-wise t-test of each input modality between the true classes (S4 Fig. 1)."""
+    from neurocnn.interpret.voxel_stats import voxelwise_ttest
+
+    data, labels = cache.array(), cache.labels()
+    rows = np.sort(np.concatenate([fm.test for fm in models]))
+    for c in range(data.shape[1]):
+        test = voxelwise_ttest(np.asarray(data[rows, c]), labels[rows], mask=brain)
+        prefix = f"ttest_{cache.modalities[c]}" if c < len(cache.modalities) else f"ttest_{c}"
+        test.save(out, cache.affine, prefix=prefix)
+        summary.setdefault("voxel_stats", {})[prefix] = int(test.significant.sum())
+
+
+def _lead(table: pd.DataFrame, **columns: Any) -> pd.DataFrame:
+    """``table`` with ``columns`` inserted first, in order."""
+    for i, (name, value) in enumerate(columns.items()):
+        table.insert(i, name, value)
+    return table
 
 
 def _brain_mask(data: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -390,8 +370,8 @@ def _brain_mask(data: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _load_atlas(spec: str, shape: tuple[int, ...], affine: np.ndarray) -> regions.AtlasOnGrid:
     """``name`` or ``image.nii.gz:labels.csv``."""
-    if ":" in spec and spec.split(":", 1)[0].endswith((".nii", ".nii.gz")):
-        image, table = spec.split(":", 1)
+    image, sep, table = spec.partition(":")
+    if sep and image.endswith((".nii", ".nii.gz")):
         return regions.atlas_on_grid(image, shape, affine, labels=table)
     return regions.atlas_on_grid(spec, shape, affine)
 
@@ -400,7 +380,7 @@ def _truth(options: InterpretOptions, cache: Any) -> dict[str, Any] | None:
     if not options.ground_truth:
         return None
     masks, brain, effects = sanity.planted_regions(options.ground_truth, tuple(cache.shape[2:]), cache.affine)
-    return {"masks": masks, "brain": brain, "regions": list(masks), "atlas": sanity.atlas_for(effects)}
+    return {"masks": masks, "brain": brain, "atlas": sanity.atlas_for(effects)}
 
 
 def _plain(value: Any) -> Any:
