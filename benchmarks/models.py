@@ -24,6 +24,7 @@ Sections:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from neurocnn import models
 
 SLICE_CHUNK = 16
+THREADS = [1]  # set from --threads; a list so that the sections see the parsed value
 
 
 def _peak_rss_mb() -> float:
@@ -65,7 +67,8 @@ def _train_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps
     return times
 
 
-def worker_throughput(name: str, shape: list[int], steps: int) -> dict[str, Any]:
+def worker_throughput(name: str, shape: list[int], steps: int, threads: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     info = models.info(name)
     model = models.build(name, input_shape=tuple(shape))
@@ -76,13 +79,11 @@ def worker_throughput(name: str, shape: list[int], steps: int) -> dict[str, Any]
         net = model.net
         x = torch.randn(SLICE_CHUNK, 1, *slice_shape)
         y = torch.randint(0, 2, (SLICE_CHUNK,))
-        times = _train_steps(net, x, y, steps + 1)[1:]
-        per_volume = min(times) * n_slices / SLICE_CHUNK
+        per_volume = _min_step(net, x, y, steps) * n_slices / SLICE_CHUNK
     else:
         x = torch.randn(1, 1, *shape)
         y = torch.tensor([1])
-        times = _train_steps(model, x, y, steps + 1)[1:]
-        per_volume = min(times)
+        per_volume = _min_step(model, x, y, steps)
     return {
         "name": name,
         "params": models.count_parameters(model),
@@ -91,7 +92,14 @@ def worker_throughput(name: str, shape: list[int], steps: int) -> dict[str, Any]
     }
 
 
-def worker_memory(memory_efficient: bool, shape: list[int]) -> dict[str, Any]:
+def _min_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    """Fastest of `steps` training steps after a warm-up one (one step when the warm-up is slow)."""
+    warm = _train_steps(model, x, y, 1)[0]
+    return min(_train_steps(model, x, y, 1 if warm > 20 else steps))
+
+
+def worker_memory(memory_efficient: bool, shape: list[int], threads: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = models.build("densenet121", input_shape=tuple(shape), memory_efficient=memory_efficient)
     x = torch.randn(1, 1, *shape)
@@ -141,10 +149,11 @@ def section_throughput(quick: bool) -> list[str]:
         if quick:
             with torch.device("meta"):
                 need = models.build(name).min_input_shape
-            shape = [max(n // 3, m) for n, m in zip(shape, need, strict=True)]
-            if name == "channel_dimension":
-                shape[2] = info.default_input_shape[2]
-        result = _run_worker("throughput", name=name, shape=shape, steps=1 if quick else 2)
+            if name != "channel_dimension":  # its 2D network sees the whole 121×145 image
+                shape = [max(n // 3, m) for n, m in zip(shape, need, strict=True)]
+        result = _run_worker(
+            "throughput", name=name, shape=shape, steps=1 if quick else 2, threads=THREADS[0]
+        )
         dims = "x".join(map(str, shape))
         if "error" in result:
             lines.append(f"| {name} | {info.family} | {dims} | - | failed: {result['error']} | | |")
@@ -218,8 +227,9 @@ def section_memory(quick: bool) -> list[str]:
         ("glibc default", None),
         ("MALLOC_MMAP_THRESHOLD_=262144", {"MALLOC_MMAP_THRESHOLD_": "262144"}),
     ):
-        plain = _run_worker("memory", env=env, memory_efficient=False, shape=shape)
-        lean = _run_worker("memory", env=env, memory_efficient=True, shape=shape)
+        kw = {"shape": shape, "threads": THREADS[0]}
+        plain = _run_worker("memory", env=env, memory_efficient=False, **kw)
+        lean = _run_worker("memory", env=env, memory_efficient=True, **kw)
         for flag, res in (("no", plain), ("yes", lean)):
             cut = 1 - res["peak_rss_mb"] / plain["peak_rss_mb"]
             lines.append(
@@ -236,44 +246,64 @@ def section_pif(quick: bool) -> list[str]:
     torch.manual_seed(0)
     batch, repeats = (2, 3) if quick else (4, 15)
     shape, patch = (15, 19, 15), 5
-    layer = PIFLayer(64, 6, shape, patch_size=patch, kernel_size=3, activation=None)
+    layer = PIFLayer(64, 6, shape, patch_size=patch, activation=None, reassemble=False)
     x = torch.randn(batch, 64, *shape, requires_grad=True)
-    # The reference: one Conv3d per patch position, applied in a Python loop.
+    # The references: one Conv3d per patch position, applied in a Python loop.
     convs = torch.nn.ModuleList(torch.nn.Conv3d(64, 6, 3) for _ in range(layer.num_patches))
     grid = layer.grid
+    pad = (0, grid[2] * patch - shape[2], 0, grid[1] * patch - shape[1], 0, grid[0] * patch - shape[0])
 
-    def looped() -> None:
-        xp = F.pad(x, (0, grid[2] * patch - shape[2], 0, grid[1] * patch - shape[1]))
+    def lean_loop() -> None:
+        # patches as views of the padded batch, one convolution call per patch
+        xp = F.pad(x, pad)
         outs = []
-        n = 0
-        for i in range(grid[0]):
-            for j in range(grid[1]):
-                for k in range(grid[2]):
-                    sl = (
-                        slice(None),
-                        slice(None),
-                        *(slice(g * patch, (g + 1) * patch) for g in (i, j, k)),
-                    )
-                    outs.append(convs[n](xp[sl]))
-                    n += 1
+        for n, (i, j, k) in enumerate(itertools.product(*(range(g) for g in grid))):
+            window = (slice(None), slice(None), *(slice(g * patch, (g + 1) * patch) for g in (i, j, k)))
+            outs.append(convs[n](xp[window]))
         torch.stack(outs, 1).sum().backward()
+
+    def samplewise_loop() -> None:
+        # the structure of the authors' layer: channels-last, every sample split into patches with
+        # torch.split along each axis and stacked, then one convolution call per patch
+        xp = F.pad(x, pad).permute(0, 2, 3, 4, 1)
+        per_sample = []
+        for sample in xp:
+            pieces = [sample]
+            for axis in range(3):
+                pieces = [q for piece in pieces for q in torch.split(piece, patch, dim=axis)]
+            per_sample.append(torch.stack(pieces))
+        patches = torch.stack(per_sample)  # (B, P, p, p, p, C)
+        outs = [convs[n](patches[:, n].permute(0, 4, 1, 2, 3)) for n in range(layer.num_patches)]
+        torch.cat([o.unsqueeze(1) for o in outs], 1).sum().backward()
 
     def batched() -> None:
         layer(x).sum().backward()
 
-    res = _timed_alternating({"batched": batched, "loop": looped}, repeats)
-    speed_min = res["loop"][0] / res["batched"][0]
-    speed_med = res["loop"][1] / res["batched"][1]
-    return [
+    fns = {"batched": batched, "lean": lean_loop, "samplewise": samplewise_loop}
+    lines = [
         f"64 channels on {'×'.join(map(str, shape))}, {patch}³ patches ({layer.num_patches}), "
-        f"6 filters of 3³, batch {batch}, forward + backward, {repeats} alternating repeats.",
+        f"6 filters of 3³ per patch, batch {batch}, forward + backward, {repeats} alternating "
+        "repeats, min / median ms.",
         "",
-        "| implementation | min ms | median ms |",
-        "|---|---:|---:|",
-        f"| batched (grouped convolution) | {res['batched'][0] * 1e3:.1f} | {res['batched'][1] * 1e3:.1f} |",
-        f"| per-patch loop | {res['loop'][0] * 1e3:.1f} | {res['loop'][1] * 1e3:.1f} |",
-        f"| speed-up | {speed_min:.1f}× | {speed_med:.1f}× |",
+        "| threads | batched (grouped conv) | loop over patches (views) | speed-up | "
+        "loop, sample-wise split (authors' structure) | speed-up |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
+    before = torch.get_num_threads()
+    for threads in sorted({THREADS[0], 2}):
+        torch.set_num_threads(threads)
+        r = _timed_alternating(fns, repeats)
+        ms = {k: f"{v[0] * 1e3:.1f} / {v[1] * 1e3:.1f}" for k, v in r.items()}
+        up = {
+            k: f"{r[k][0] / r['batched'][0]:.1f}× / {r[k][1] / r['batched'][1]:.1f}×"
+            for k in ("lean", "samplewise")
+        }
+        lines.append(
+            f"| {threads} | {ms['batched']} | {ms['lean']} | {up['lean']} | {ms['samplewise']} | "
+            f"{up['samplewise']} |"
+        )
+    torch.set_num_threads(before)
+    return lines
 
 
 SECTIONS = {
@@ -289,8 +319,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small inputs, few repeats")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--output", default=None, help="also write the markdown to this file")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="PyTorch CPU threads (default 1: on the shared 2-core machine two OpenMP threads "
+        "spin against other jobs and ran 2-3× slower)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    THREADS[0] = args.threads
+    torch.set_num_threads(args.threads)
     if args.worker:
         job = json.loads(args.worker)
         kind = job.pop("kind")
@@ -299,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = [
         f"Command: `python benchmarks/models.py{' --quick' if args.quick else ''}"
+        f"{'' if args.threads == 1 else f' --threads {args.threads}'}"
         f"{'' if args.only == ','.join(SECTIONS) else ' --only ' + args.only}`  ",
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, {args.threads} thread(s), "
         f"{os.cpu_count()} CPUs (shared with other jobs)",
         "",
     ]

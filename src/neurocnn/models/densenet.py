@@ -47,7 +47,7 @@ from neurocnn.models.blocks import (
     keep_format,
     maxpool_cls,
 )
-from neurocnn.models.fused import bn_relu, pointwise_conv
+from neurocnn.models.fused import bn_relu, has_hooks, pointwise_conv
 from neurocnn.models.registry import register
 
 PAPER = "S4; Huang et al. 2017"
@@ -139,7 +139,13 @@ class Transition(nn.Sequential):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.pool(self.conv(bn_relu(self.norm, self.relu, x)))
+        y = bn_relu(self.norm, self.relu, x)
+        if has_hooks(self.conv) or has_hooks(self.pool):
+            y = self.pool(self.conv(y))
+        else:
+            # A 1× convolution and an average pool are both linear and act on different axes, so
+            # they commute: pooling first runs the convolution on 2^dims times fewer voxels.
+            y = self.conv(keep_format(self.pool(y), y))
         # The 3D average pool returns contiguous (N, C, D, H, W) tensors whatever its input; go back
         # to the input's layout, or every convolution of the next block converts on its own.
         return keep_format(y, x)

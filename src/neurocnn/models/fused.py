@@ -48,13 +48,14 @@ def pointwise_conv(dims: int, in_channels: int, out_channels: int, bias: bool = 
     return (PointwiseConv3d if dims == 3 else PointwiseConv2d)(in_channels, out_channels, bias)
 
 
-def _has_hooks(m: nn.Module) -> bool:
+def has_hooks(m: nn.Module) -> bool:
+    """Whether anything (hooks on the module, or global module hooks) observes `m`."""
     return bool(
         m._forward_hooks
         or m._forward_pre_hooks
         or m._backward_hooks
         or m._backward_pre_hooks
-        or getattr(m, "_forward_hooks_with_kwargs", None)
+        or _global_hooks()
     )
 
 
@@ -122,9 +123,8 @@ def bn_relu(norm: nn.Module, relu: nn.Module, x: Tensor) -> Tensor:
         type(norm) not in (nn.BatchNorm2d, nn.BatchNorm3d)
         or type(relu) is not nn.ReLU
         or not norm.affine
-        or _has_hooks(norm)
-        or _has_hooks(relu)
-        or _global_hooks()
+        or has_hooks(norm)
+        or has_hooks(relu)
         or x.device.type != "cpu"
         or (norm.training and x.numel() == x.shape[1])  # let BatchNorm raise its own error
     )

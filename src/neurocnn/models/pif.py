@@ -126,6 +126,11 @@ class PIFLayer(nn.Module):
             self.acts.append(nn.Identity() if activation is None else make_activation(activation))
             channels = out_channels
         self._conv = getattr(F, f"conv{dims}d")
+        # Computed on the CPU even when the layer is built on the meta device (for shapes only).
+        index, pad = self._gather_index()
+        device = self.weights[0].device
+        self.register_buffer("_index", index.to(device), persistent=False)
+        self.register_buffer("_pad", pad.to(device), persistent=False)
 
     def _reset(self, weight: Tensor, bias: Tensor, fan_in_channels: int) -> None:
         # PyTorch's Conv default (kaiming-uniform with a=√5), per patch, as in the authors' layer.
@@ -143,21 +148,37 @@ class PIFLayer(nn.Module):
         channels = self.out_channels * (2 if self.overlap else 1)
         return (channels, *(g * s for g, s in zip(self.grid, q, strict=True)))
 
-    # Patches are cut and put back in the channels-last layout (B, *spatial, C): every copy then
-    # moves whole channel vectors, and the grouped convolution runs channels-last, which oneDNN
-    # does fastest; the permutations in (B, C, *spatial) order were several times slower.
+    # Patches are cut with one gather in the channels-last layout (B, *spatial, C): each index
+    # moves a whole channel vector, padding and the shifted grid come for free, and the grouped
+    # convolution then runs channels-last, which oneDNN does fastest. (Pad-then-permute in
+    # (B, C, *spatial) order made several slow copies and was 3-4× slower overall.)
 
-    def _split(self, xl: Tensor, grid: Shape) -> Tensor:
-        """Channels-last (B, *grid·patch, C) → (B, P·C, *patch), patches in row-major grid order."""
-        b, c, d = xl.shape[0], xl.shape[-1], self.dims
-        shape = [b]
-        for g, p in zip(grid, self.patch, strict=True):
-            shape += [g, p]
-        xl = xl.reshape([*shape, c])
-        # (B, g0, p0, g1, p1, ..., C) → (B, p0, p1, ..., g0, g1, ..., C)
-        order = [0, *(2 + 2 * i for i in range(d)), *(1 + 2 * i for i in range(d)), 1 + 2 * d]
-        xl = xl.permute(order).reshape(b, *self.patch, math.prod(grid) * c)
-        return xl.movedim(-1, 1)
+    def _gather_index(self) -> tuple[Tensor, Tensor]:
+        """Source voxel of every (position in patch, patch) pair, and which of them are padding."""
+        grids = [(self.grid, (0,) * self.dims)]
+        if self.overlap:
+            grids.append((self.shifted_grid, self.shift))
+        coords = []  # per axis: (patch-position, patch) → source coordinate
+        for axis in range(self.dims):
+            per_patch = []
+            for grid, shift in grids:
+                starts = [shift[axis] + g * self.patch[axis] for g in range(grid[axis])]
+                shape = [1] * self.dims
+                shape[axis] = grid[axis]
+                start = torch.tensor(starts, device="cpu").view(shape).expand(*grid).reshape(-1)
+                per_patch.append(start)
+            patch_start = torch.cat(per_patch)  # (P,)
+            offset = torch.arange(self.patch[axis], device="cpu")
+            shape = [1] * self.dims
+            shape[axis] = self.patch[axis]
+            offset = offset.view(shape).expand(*self.patch).reshape(-1, 1)  # (p^d, 1)
+            coords.append(offset + patch_start)  # (p^d, P)
+        inside = torch.ones_like(coords[0], dtype=torch.bool)
+        flat = torch.zeros_like(coords[0])
+        for axis, c in enumerate(coords):
+            inside &= c < self.input_shape[axis]
+            flat = flat * self.input_shape[axis] + c.clamp(max=self.input_shape[axis] - 1)
+        return flat.reshape(-1), (~inside).reshape(-1).nonzero().flatten()
 
     def _assemble(self, y: Tensor, grid: Shape) -> Tensor:
         """(B, P·F, *q) → channels-last (B, *grid·q, F): the inverse of `_split` on the outputs."""
@@ -177,19 +198,15 @@ class PIFLayer(nn.Module):
                 f"PIF layer built for {fmt_shape(self.input_shape)} feature maps, got "
                 f"{fmt_shape(tuple(x.shape[2:]))}"
             )
-        xl = x.movedim(1, -1)
-        if any(self.padding):
-            pad = [0, 0]
-            for extra in reversed(self.padding):
-                pad += [0, extra]
-            xl = F.pad(xl, pad)
-        patches = self._split(xl, self.grid)
-        if self.overlap:
-            region = tuple(
-                slice(s, s + g * p) for s, g, p in zip(self.shift, self.shifted_grid, self.patch, strict=True)
-            )
-            shifted = self._split(xl[(slice(None), *region)], self.shifted_grid)
-            patches = torch.cat([patches, shifted], dim=1)
+        b, c = x.shape[:2]
+        rows = x.movedim(1, -1).reshape(-1, c)  # (B·voxels, C): a view when x is channels-last
+        voxels = rows.shape[0] // b
+        index = (self._index + voxels * torch.arange(b, device=x.device).view(b, 1)).flatten()
+        patches = rows.index_select(0, index)  # whole rows of C channels: the fast path
+        if self._pad.numel():
+            pads = self._pad + self._index.numel() * torch.arange(b, device=x.device).view(b, 1)
+            patches = patches.index_fill(0, pads.flatten(), 0.0)
+        patches = patches.view(b, *self.patch, self.num_patches * c).movedim(-1, 1)
         y = patches
         for w, bias, norm, act in zip(self.weights, self.biases, self.norms, self.acts, strict=True):
             y = self._conv(y, w.flatten(0, 1), bias.flatten(), groups=self.num_patches)
