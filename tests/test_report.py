@@ -82,7 +82,8 @@ def test_report_verb(runs, tmp_path, capsys):
 
 
 @pytest.mark.skipif(
-    find_chromium() is None and not os.environ.get("CI"), reason="chromium not installed (.ci/run installs it)"
+    find_chromium() is None and not os.environ.get("CI"),
+    reason="chromium not installed (.ci/run installs it)",
 )
 def test_report_renders_in_headless_chromium(runs, tmp_path):
     report = build_report(list(runs), tmp_path / "report.html")
