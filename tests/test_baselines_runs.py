@@ -234,3 +234,30 @@ def test_three_classes(tmp_path):
 
     result = compare_runs([tmp_path / "r" / "lr", tmp_path / "r" / "svm"], n_permutations=50, n_boot=20)
     assert len(result.pairs) == 2 and result.pairs["p_permutation"].notna().all()
+
+
+def test_importances_are_pooled_only_when_every_fold_has_the_same_kind(tmp_path):
+    from neurocnn.baselines.runfolder import COEFFICIENT, GAIN, gather_importance
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "regional_select"}}))
+    for fold, kind, values in (("r0_f0", COEFFICIENT, [0.5, -2.0]), ("r0_f1", GAIN, [0.1, 0.9])):
+        (tmp_path / "folds" / fold).mkdir(parents=True)
+        pd.DataFrame({"feature": ["a", "b"], "importance": values, "kind": kind}).to_csv(
+            tmp_path / "folds" / fold / "importance.csv", index=False
+        )
+    assert gather_importance(tmp_path, [(0, 0), (0, 1)]) is None  # `select` chose LR here, XGB there
+    table = gather_importance(tmp_path, [(0, 0)])
+    assert list(table["feature"]) == ["b", "a"] and table.loc[0, "mean"] == -2.0
+    assert (tmp_path / "feature_importance.png").exists()
+
+
+def test_feature_names_from_a_label_table_stay_unique(tmp_path):
+    from neurocnn.baselines import table_features
+
+    manifest = open_cache(write_cache(tmp_path / "cache", n=6, shape=(4, 4, 4))).manifest
+    table = pd.DataFrame({"participant_id": manifest["participant_id"], "82": 1.0, "417": 2.0, "701": 3.0})
+    table.to_csv(tmp_path / "v.csv", index=False)
+    names = {"82": "Frontal_WM_L", "417": "Frontal_WM_L", "701": "TotalBrain"}
+    X, columns, _ = table_features(manifest, tmp_path / "v.csv", names=names)
+    assert columns == ["Frontal_WM_L [82]", "Frontal_WM_L [417]", "TotalBrain"]
+    assert X.shape == (6, 3) and (X[:, 1] == 2).all()

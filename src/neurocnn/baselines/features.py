@@ -164,8 +164,15 @@ def table_features(
             f"({', '.join(absent[:5])}); add them or leave them out of the cohort"
         )
     X = table.set_index(id_column).reindex(ids.to_numpy())[chosen].to_numpy(dtype=np.float64)
-    names = names or {}
-    return X, [str(names.get(str(c), c)) for c in chosen], ignored
+    return X, unique_names([str(c) for c in chosen], names or {}), ignored
+
+
+def unique_names(columns: Sequence[str], names: dict[str, str]) -> list[str]:
+    """Readable names of columns; a name given to several columns (MUSE calls both label 82 and
+    derived region 417 ``Frontal_WM_L``) gets its column in brackets, so that names stay unique."""
+    readable = [str(names.get(c, c)) for c in columns]
+    counts = pd.Series(readable).value_counts()
+    return [f"{r} [{c}]" if counts[r] > 1 else r for r, c in zip(readable, columns, strict=True)]
 
 
 def atlas_features(

@@ -232,26 +232,33 @@ def gather_baseline(run: Path | str, *, n_boot: int = 2000, seed: int = 0) -> di
 def gather_importance(run: Path, done: list[tuple[int, int]]) -> pd.DataFrame | None:
     """feature_importance.csv (mean, std over folds, one column per fold) and its plot, when every
     fold's model has the same kind of importance (not for `select` choosing different families)."""
-    per, kinds = {}, set()
+    per, kinds, features = {}, set(), None
     for rf in done:
         f = run / "folds" / fold_name(*rf) / "importance.csv"
         if f.exists():
             table = pd.read_csv(f)
-            per[fold_name(*rf)] = table.set_index("feature")["importance"]
+            if features is not None and list(table["feature"]) != features:
+                return None  # folds of different feature sets: nothing to average
+            features = list(table["feature"])
+            per[fold_name(*rf)] = table["importance"].to_numpy()
             kinds |= set(table["kind"])
     if not per or len(kinds) != 1 or len(per) != len(done):
         return None
     kind = kinds.pop()
-    wide = pd.DataFrame(per)
+    wide = pd.DataFrame(per)  # rows in feature order (names need not be unique)
     table = pd.DataFrame(
-        {"feature": wide.index, "mean": wide.mean(axis=1).to_numpy(), "std": wide.std(axis=1).to_numpy()}
+        {"feature": features, "mean": wide.mean(axis=1).to_numpy(), "std": wide.std(axis=1).to_numpy()}
     )
-    table = pd.concat([table, wide.reset_index(drop=True)], axis=1)
+    table = pd.concat([table, wide], axis=1)
     table = table.iloc[np.argsort(-table["mean"].abs().to_numpy(), kind="stable")].reset_index(drop=True)
     table.attrs["kind"] = kind
     table.to_csv(run / "feature_importance.csv", index=False)
     from neurocnn.baselines.plots import plot_importance
 
     name = yaml.safe_load((run / CONFIG).read_text())["model"]["name"]
-    plot_importance(table, run / "feature_importance.png", title=f"{name}: {kind}")
+    title = f"{name}: {kind}"
+    classes = json.loads((run / DATA).read_text()).get("classes", []) if (run / DATA).exists() else []
+    if kind == COEFFICIENT and len(classes) == 2:
+        title += f"; > 0 favours {classes[1]}"
+    plot_importance(table, run / "feature_importance.png", title=title)
     return table
