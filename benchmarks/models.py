@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `python benchmarks/models.py{' --quick' if args.quick else ''}"
         f"{'' if args.threads == 1 else f' --threads {args.threads}'}"
         f"{'' if args.only == ','.join(SECTIONS) else ' --only ' + args.only}`  ",
-        f"torch {torch.__version__}, {args.threads} thread(s), "
+        f"Date: {time.strftime('%Y-%m-%d')}; torch {torch.__version__}, {args.threads} thread(s), "
         f"{os.cpu_count()} CPUs (shared with other jobs)",
         "",
     ]

@@ -13,7 +13,7 @@ in-place, each used once. See `build` for the multimodal (`modalities=k`) versio
 """
 
 # Importing the family modules registers their models (listed in seed order by `available`).
-from neurocnn.models import densenet, hu2020, pif, resnet, slices2d, xin2019  # noqa: F401
+from neurocnn.models import densenet, eitel2019, hu2020, resnet, slices2d, xin2019  # noqa: F401
 from neurocnn.models.blocks import MultiBranch, NeuroNet
 from neurocnn.models.features2d import extract_deep_features
 from neurocnn.models.pif import PIFLayer
