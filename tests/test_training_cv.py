@@ -154,11 +154,18 @@ def test_run_folder_is_never_overwritten_silently(reference, cohort, tmp_path):
 
 def test_overwrite_replaces_the_run(cohort, tmp_path):
     out = tmp_path / "run"
-    run_cv(config_for(cohort), out, folds=[0], progress=False)
-    (out / "folds" / "r0_f0" / "marker").write_text("old")
-    run_cv(config_for(cohort), out, folds=[0], overwrite=True, progress=False)
-    assert not (out / "folds" / "r0_f0" / "marker").exists()
+    run_cv(config_for(cohort, train={"max_epochs": 1}), out, folds=[0, 1], progress=False)
+    for f in (0, 1):
+        (out / "folds" / f"r0_f{f}" / "marker").write_text("old")
+    # a fold job replaces its own fold only
+    run_cv(config_for(cohort, train={"max_epochs": 1}), out, folds=[0], overwrite=True, progress=False)
+    assert not (out / "folds/r0_f0/marker").exists() and (out / "folds/r0_f1/marker").exists()
     assert (out / "folds" / "r0_f0" / "metrics.json").exists()
+    # a full run replaces the whole folder
+    run_cv(
+        config_for(cohort, train={"max_epochs": 1}, splits={"folds": 2}), out, overwrite=True, progress=False
+    )
+    assert not (out / "folds/r0_f1/marker").exists() and not (out / "folds/r0_f2").exists()
 
 
 def test_failed_fold_is_reported_and_the_others_complete(cohort, tmp_path, monkeypatch):

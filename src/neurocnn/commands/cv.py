@@ -108,7 +108,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fold", help="train only these outer folds, e.g. 3 or 0,1 (job arrays)")
     g.add_argument("--repeat", help="train only these repeats")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    g.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run folder (with --fold: those folds)"
+    )
     g.add_argument("--no-progress", action="store_true")
 
 

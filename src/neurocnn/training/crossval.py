@@ -163,7 +163,8 @@ def run_cv(
         Continue an interrupted run: finished folds are kept, unfinished ones continue from their
         last checkpoint.
     overwrite
-        Replace an existing run folder.
+        Replace an existing run folder; with ``folds``/``repeats``, only the selected folds of a run
+        with the same configuration.
     """
     out = Path(out)
     cache = open_cache(config.cache)
@@ -189,7 +190,11 @@ def run_cv(
     run = RunFolder(out)
     partial = folds is not None or repeats is not None
     if rank == 0:
-        run = open_run(out, config, overwrite=overwrite, resume=resume, shared=partial)
+        # a job that trains some folds replaces only those folds: the others belong to other jobs
+        run = open_run(out, config, overwrite=overwrite and not partial, resume=resume, shared=partial)
+        if overwrite and partial:
+            for rf in selected:
+                shutil.rmtree(run.fold_dir(*rf), ignore_errors=True)
         S.save_splits(table, run.path / SPLITS)
         write_json(run.path / DATA, data_record(cache))
         if not (run.path / ENVIRONMENT).exists():
