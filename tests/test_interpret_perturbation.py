@@ -11,7 +11,10 @@ from torch import nn
 
 from neurocnn.interpret import PerturbationConfig, gaussian_blur, meaningful_perturbation
 from neurocnn.interpret.perturbation import (
+    _crops,
     _jitter_batch,
+    _leading_zero,
+    _pad_end,
     _tv,
     apply_separable,
     gaussian_matrix,
@@ -59,6 +62,18 @@ def test_jitter_shifts_along_each_axis_with_zero_fill() -> None:
     assert float(out[1, :, 3:].abs().sum()) == 0 and float(out[1, :, :, 3:].abs().sum()) == 0
 
 
+def test_one_blur_per_subject_equals_blurring_every_jitter_when_the_edges_are_background() -> None:
+    x = torch.zeros(1, 14, 16, 12, dtype=torch.float64)
+    x[:, 4:, 4:, 4:] = torch.rand(1, 10, 12, 8, dtype=torch.float64)  # first j - 1 = 4 slices zero
+    assert _leading_zero(x, 4) and not _leading_zero(x, 5)
+    shifts = np.array([[0, 0, 0], [4, 1, 3], [2, 4, 0]])
+    padded = _pad_end(x, 5)
+    ops = [gaussian_matrix(n, 3.0, dtype=torch.float64) for n in padded.shape[1:]]
+    once = _crops(apply_separable(padded[None], ops)[0], shifts, (14, 16, 12))
+    each = gaussian_blur(_jitter_batch(x, shifts, 5), 3.0)
+    torch.testing.assert_close(once, each)
+
+
 def test_tv_term_is_the_mean_power_of_differences_per_axis() -> None:
     m = torch.zeros(1, 1, 3, 3, 3)
     m[..., 1, :, :] = 1.0
@@ -102,6 +117,8 @@ def test_perturbation_mask_covers_the_region_the_model_uses() -> None:
     assert sal[inside].mean() > 0.6 and sal[~used].mean() < 0.05
     assert inside[np.unravel_index(np.argmax(sal), shape)]
     assert result.iterations[0] < 150  # converged before max_iter
+    chunked = meaningful_perturbation(net, x, config=cfg.model_copy(update={"jitter_batch": 3}))
+    torch.testing.assert_close(chunked.saliency, result.saliency, atol=1e-4, rtol=0)
     assert net.scale.requires_grad and net.scale.grad is None
 
 
