@@ -2,8 +2,9 @@
 
 1. Meaningful Perturbation with S3's settings (`PerturbationConfig()`: 10 jitters per step, at
    most 300 steps, σ0 = σm = 10, …): `neurocnn.interpret.meaningful_perturbation` (BatchNorm
-   folded, no weight gradients, stop at convergence; the 10 jitters as one batch, and one by one
-   with ``jitter_batch=1``) against a sequential-jitter reference written here the seed's way (one
+   folded, no weight gradients, stop at convergence; the default — on a CPU the jitters one at a
+   time —, the 10 jitters as one batch, and the network in bfloat16) against a sequential-jitter
+   reference written here the seed's way (one
    forward/backward pass per jitter, weight gradients computed because the parameters keep
    requires_grad, the blur recomputed per jitter, all 300 steps). The reference is timed over
    ``--ref-steps`` steps and scaled to 300 (its steps all cost the same); ours runs to the end for
@@ -151,10 +152,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- Meaningful Perturbation ----------------------------------------------------------------
     xs = x[: args.mp_subjects]
-    ours = timed_mp(net, xs, cfg)
-    print(f"ours (one batch of 10): {ours['wall']:.0f} s/subject, steps {ours['steps']}", flush=True)
-    chunk1 = timed_mp(net, xs, cfg.model_copy(update={"jitter_batch": 1}))
-    print(f"ours (jitters one by one): {chunk1['wall']:.0f} s/subject, steps {chunk1['steps']}", flush=True)
+    runs = {
+        "ours, default (float32; on a CPU the jitters one at a time)": cfg,
+        "ours, 10 jitters as one batch (float32)": cfg.model_copy(update={"jitter_batch": 10}),
+        "ours, `precision='bfloat16'`": cfg.model_copy(update={"precision": "bfloat16"}),
+    }
+    timed = {}
+    for name, c in runs.items():
+        timed[name] = timed_mp(net, xs, c)
+        print(f"{name}: {timed[name]['wall']:.0f} s/subject, steps {timed[name]['steps']}", flush=True)
+    ours = timed[next(iter(runs))]
+    bf16 = timed["ours, `precision='bfloat16'`"]
     c0 = cpu_seconds()
     ref_step = sequential_reference(net, x[0], cfg, args.ref_steps)
     c_ref = (cpu_seconds() - c0) / args.ref_steps * cfg.max_iter
@@ -168,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
     given = argv if argv is not None else sys.argv[1:]
     env = f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} " if "OMP_WAIT_POLICY" in os.environ else ""
-    best = min((ours, chunk1), key=lambda r: r["wall"])
+    best_name = min(timed, key=lambda k: timed[k]["wall"])
+    best = timed[best_name]
     ok = {True: "yes", False: "**no**"}
 
     def row(name: str, r: dict) -> str:
@@ -199,12 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         "| run | wall s / subject | CPU s / subject | idle estimate s (CPU / 2) | steps | CPU s / step "
         "| speed-up vs reference (wall / CPU) |",
         "|---|---|---|---|---|---|---|",
-        row("ours, 10 jitters as one batch (default)", ours),
-        row("ours, `jitter_batch=1`", chunk1),
+        *(row(name, r) for name, r in timed.items()),
         f"| sequential reference (the seed's way), {cfg.max_iter} steps | {ref_subject:.0f} | {c_ref:.0f} "
         f"| {c_ref / 2:.0f} | {cfg.max_iter} (timed {args.ref_steps}) | {c_ref / cfg.max_iter:.2f} | 1× |",
         "",
-        f"Targets with the faster configuration: ≤ 120 s per subject — wall {best['wall']:.0f} s "
+        f"Targets with the fastest configuration ({best_name}): ≤ 120 s per subject — wall "
+        f"{best['wall']:.0f} s "
         f"({ok[best['wall'] <= 120]}), idle estimate {best['cpu'] / 2:.0f} s ({ok[best['cpu'] / 2 <= 120]}); "
         f"≥ 8× the reference — {ref_subject / best['wall']:.1f}× wall, {c_ref / best['cpu']:.1f}× CPU "
         f"({ok[min(ref_subject / best['wall'], c_ref / best['cpu']) >= 8]}).",
@@ -216,11 +225,26 @@ def main(argv: list[str] | None = None) -> int:
         "with weight gradients (the model's parameters keep requires_grad, as in the seed), "
         f"{args.ref_steps} steps timed and scaled to {cfg.max_iter}.",
     ]
+    from neurocnn.interpret import dice, rank_correlation
+    from neurocnn.interpret.group import binarize
+
+    agree = [
+        (
+            rank_correlation(a.numpy(), b.numpy()),
+            dice(binarize(a.numpy(), 0.65), binarize(b.numpy(), 0.65)),
+            float((a - b).abs().max()),
+        )
+        for a, b in zip(ours["result"].saliency, bf16["result"].saliency, strict=True)
+    ]
+    lines += [
+        "",
+        "bfloat16 against float32 saliency, per subject: Spearman "
+        f"{[round(r, 3) for r, _, _ in agree]}, Dice at 0.65 {[round(d, 3) for _, d, _ in agree]}, "
+        f"largest difference {[round(m, 3) for _, _, m in agree]}; steps {bf16['steps']} against "
+        f"{ours['steps']}.",
+    ]
     if full is not None:
         a, b = ours["result"].saliency[0].numpy(), full["result"].saliency[0].numpy()
-        from neurocnn.interpret import dice, rank_correlation
-        from neurocnn.interpret.group import binarize
-
         lines += [
             "",
             "Stopping at convergence against running all 300 steps (first subject): stopped after "

@@ -3,7 +3,9 @@
 1. ``data``: a synthetic grey-matter cohort (`neurocnn.data.synthetic.default_spec`: reductions in
    the AAL2 regions Hippocampus_L, Insula_R and Cingulate_Ant_L), prepared at 3 mm and cropped to
    MriNet's 58×70×58 grid (S3).
-2. ``train``: 5-fold cross-validation of MriNet with `neurocnn.training.run_cv` (resumable).
+2. ``train``: 5-fold cross-validation of MriNet with `neurocnn.training.run_cv` (resumable);
+   ``permuted``: the same on shuffled labels (``run_permuted``; its balanced accuracy must be at
+   chance: issue 4's leakage check at 3 mm).
 3. ``interpret``: `neurocnn.interpret.pipeline.interpret_run` on the run: out-of-fold Grad-CAM,
    HiResCAM, guided backprop (every test subject) and Meaningful Perturbation (``--mp-subjects``
    per fold, one per class in turn) maps, group maps, AAL2 region tables, the
@@ -52,7 +54,8 @@ def make_data(work: Path, subjects: int, effect: float, seed: int) -> Path:
     return Path(result.cache.path)
 
 
-def train(work: Path, cache: Path, epochs: int, seed: int) -> Path:
+def train(work: Path, cache: Path, epochs: int, seed: int, *, permute: bool = False) -> Path:
+    """5-fold MriNet; with ``permute``, the same on shuffled labels (issue 4's leakage check)."""
     from neurocnn.training import parse_config, run_cv
 
     config = parse_config(
@@ -63,9 +66,10 @@ def train(work: Path, cache: Path, epochs: int, seed: int) -> Path:
             "optim": {"optimizer": "adam", "lr": 3e-4},
             "train": {"max_epochs": epochs, "batch_size": 8, "early_stopping": 6},
             "seed": seed,
+            "permute_labels": permute,
         }
     )
-    run = work / "run"
+    run = work / ("run_permuted" if permute else "run")
     resume = (run / "config.yaml").exists()
     result = run_cv(config, run, resume=resume, progress=False)
     print(f"trained {result.trained}, skipped {result.skipped}, failed {result.failed}", flush=True)
@@ -94,7 +98,7 @@ def interpret(work: Path, run: Path, subjects_per_fold: int | None, mp_subjects:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["data", "train", "interpret", "all"], default="all")
+    p.add_argument("--stage", choices=["data", "train", "permuted", "interpret", "all"], default="all")
     p.add_argument("--work", type=Path, default=WORK)
     p.add_argument("--subjects", type=int, default=240)
     p.add_argument("--effect", type=float, default=0.2, help="fractional GM reduction (default 0.2)")
@@ -113,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("train", "all"):
         run = train(args.work, cache, args.epochs, args.seed)
         print(f"training done after {time.perf_counter() - start:.0f} s", flush=True)
+    if args.stage == "permuted":
+        train(args.work, cache, args.epochs, args.seed, permute=True)
+        print(f"permuted-label training done after {time.perf_counter() - start:.0f} s", flush=True)
+        return 0
     if args.stage in ("interpret", "all"):
         summary = interpret(args.work, run, args.subjects_per_fold, args.mp_subjects)
         write_results(args, summary, time.perf_counter() - start)

@@ -296,6 +296,8 @@ def transfer(args: argparse.Namespace) -> None:
             "transfer": {"source": str(runs / f"source_{v:g}mm"), "backbone_lr_factor": 0.001},
         },
     }
+    if args.scratch_high_lr:  # the control for the fine-tuning learning rate
+        conditions["scratch_lr_0.01"] = {"optim": {"lr": 1e-2}}
     if args.frozen:
         conditions["frozen_backbone"] = {
             "optim": {"lr": 1e-2},
@@ -429,7 +431,8 @@ def render() -> None:
             f"{d['voxel_size']:g} mm grid. Source: 600 subjects, effect in Hippocampus_L, Insula_R, "
             "Cingulate_Ant_L (seed 11), trained once on 90 % (10 % validation). Target: 60 subjects, "
             "effect in Hippocampus_L, Insula_R, Amygdala_L (seed 12). "
-            "Scratch: MriNet as in the CV section (Adam 3e-4). Fine-tune: new head at Adam 0.01, backbone "
+            "Scratch: MriNet as in the CV section (Adam 3e-4; `scratch_lr_0.01`: at the fine-tuning "
+            "learning rate, as a control). Fine-tune: new head at Adam 0.01, backbone "
             "at 0.001× (S4's recipe), same schedule and epochs; frozen: the backbone not trained at all. "
             f"Target evaluation: {d['repeats']} repeats × 5-fold CV; pooled out-of-fold predictions over all "
             "repeats, CIs by bootstrap over participants; per-repeat balanced accuracy mean ± std "
@@ -439,7 +442,7 @@ def render() -> None:
             "| AUC [95% CI] | training time |",
             "|---|---|---|---|---|---|",
         ]
-        for key in ("scratch", "fine_tune", "frozen_backbone"):
+        for key in ("scratch", "scratch_lr_0.01", "fine_tune", "frozen_backbone"):
             if key in d:
                 e = d[key]
                 rep = _ms(e, key="repeat_mean_std") if e.get("repeat_mean_std") else "–"
@@ -474,6 +477,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="transfer: CV repeats on the target")
     parser.add_argument("--subjects", type=int, default=48, help="loading: training subjects")
     parser.add_argument("--frozen", action="store_true", help="transfer: also a frozen backbone")
+    parser.add_argument(
+        "--scratch-high-lr", action="store_true", help="transfer: also scratch at the fine-tuning lr (0.01)"
+    )
     parser.add_argument("--loading-repeats", type=int, default=5, help="loading: interleaved repeats")
     parser.add_argument("--workers", type=int, default=0, help="loading: data-loader workers")
     args = parser.parse_args()

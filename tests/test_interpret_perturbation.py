@@ -117,9 +117,28 @@ def test_perturbation_mask_covers_the_region_the_model_uses() -> None:
     assert sal[inside].mean() > 0.6 and sal[~used].mean() < 0.05
     assert inside[np.unravel_index(np.argmax(sal), shape)]
     assert result.iterations[0] < 150  # converged before max_iter
-    chunked = meaningful_perturbation(net, x, config=cfg.model_copy(update={"jitter_batch": 3}))
-    torch.testing.assert_close(chunked.saliency, result.saliency, atol=1e-4, rtol=0)
+    for batch in (3, 10):  # the default on a CPU is one jitter at a time: same maps in any chunks
+        chunked = meaningful_perturbation(net, x, config=cfg.model_copy(update={"jitter_batch": batch}))
+        torch.testing.assert_close(chunked.saliency, result.saliency, atol=1e-4, rtol=0)
     assert net.scale.requires_grad and net.scale.grad is None
+
+
+def test_perturbation_in_bfloat16_finds_the_same_region() -> None:
+    shape = (24, 24, 24)
+    region = (slice(4, 10), slice(12, 18), slice(8, 14))
+    x = torch.zeros(1, 1, *shape)
+    x[:, :, 2:22, 2:22, 2:22] = 0.3
+    x[:, :, 4:14, 12:22, 8:18] = 1.0
+    net = nn.Sequential(nn.Conv3d(1, 1, 3, padding=1, bias=False), RegionModel(region))  # conv: bf16
+    nn.init.constant_(net[0].weight, 1 / 27)
+    cfg = PerturbationConfig(sigma_image=3.0, sigma_mask=1.0, max_iter=150)
+    full = meaningful_perturbation(net, x, config=cfg).saliency[0].numpy()
+    half = meaningful_perturbation(net, x, config=cfg.model_copy(update={"precision": "bfloat16"}))
+    sal = half.saliency[0].numpy()
+    inside = np.zeros(shape, bool)
+    inside[region] = True
+    assert sal[inside].mean() > 0.6 and sal[~inside].mean() < 0.2
+    assert np.corrcoef(sal.ravel(), full.ravel())[0, 1] > 0.95
 
 
 def test_perturbation_runs_on_mrinet_without_touching_it() -> None:

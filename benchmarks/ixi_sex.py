@@ -1,0 +1,356 @@
+"""Real data: sex classification on IXI with the seed CNNs against the classical baselines (issue 7).
+
+Stages (each resumable; finished runs are reused):
+
+1. ``data``: the T1 cohort prepared by ``benchmarks/baselines_ixi.py``'s preparation (145 IXI T1
+   scans, affine registration to MNI, brain-masked with the ``dlmuse`` label map, z-scored, 3 mm,
+   61×73×61: ``benchmarks/_work/ixi_3mm``), and a tissue cohort for the multimodal model: grey- and
+   white-matter maps made from each subject's DLMUSE segmentation (derived regions 601 = all grey
+   matter, 604 = all white matter of ``muse_derived_regions.csv``), registered with the T1's
+   transform and resampled linearly (partial-volume fractions), 3 mm.
+2. ``cnn``: 10-fold CV of every CNN in ``--only`` on the baselines' split table
+   (``benchmarks/_work/baselines/splits.tsv``: the same folds as every baseline; 10 % of each
+   training fold is the validation set for early stopping and checkpoint selection).
+3. ``small``: S2's small-sample experiment: the same folds, a stratified 20 % of each training
+   fold, ``--small-repeats`` draws.
+4. ``interpret``: Grad-CAM and guided backprop of the best CNN, group maps, top-5 regions of AAL2
+   (grey matter) and of the JHU white-matter atlas (``../shared/data/atlases``).
+5. ``results``: `neurocnn.evaluation.compare.compare_runs` over the CNNs and the baselines (balanced
+   accuracy and AUC with bootstrap CIs, paired tests of each CNN against the best baseline), the
+   HTML report, and ``benchmarks/results/ixi_sex.md``.
+
+    .venv/bin/python benchmarks/ixi_sex.py                         # everything (hours on a CPU)
+    .venv/bin/python benchmarks/ixi_sex.py --stage cnn --only mrinet --epochs 30
+    .venv/bin/python benchmarks/ixi_sex.py --stage results
+
+Run ``benchmarks/baselines_ixi.py`` first: it prepares the T1 cohort and runs the baselines.
+S2's PIF-CNN and its plain baseline are built for 1 mm inputs (the baseline needs at least 98³
+voxels; at 3 mm the PIF-CNN's trunk leaves a 1-voxel feature map): they run on a 1.5 mm cohort
+(121×145×121, prepared on request with ``--stage data --pif``), which is a GPU job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / "_work" / "ixi_sex"
+BASE = ROOT / "benchmarks" / "_work" / "baselines"
+SPLITS = BASE / "splits.tsv"
+T1_CACHE = ROOT / "benchmarks" / "_work" / "ixi_3mm"
+TISSUE_CACHE = WORK / "tissue_3mm"
+PIF_CACHE = WORK / "t1_1p5mm"
+IXI = ROOT.parent / "shared" / "data" / "ixi"
+JHU = ROOT.parent / "shared" / "data" / "atlases" / "JHU_space-MNI152NLin6_res-2x2x2"
+RESULTS = ROOT / "benchmarks" / "results" / "ixi_sex.md"
+BASELINES = ("svm_voxels", "svm_voxels_default", "regional_select", "regional_xgb", "regional_lr")
+DATE = "2026-11-21"
+
+# name -> (description, cache, model section)
+CNNS: dict[str, tuple[str, Path, dict[str, Any]]] = {
+    "mrinet": ("MriNet (S3, Xin et al. 2019), T1", T1_CACHE, {"name": "mrinet"}),
+    "sequential_2": ("S1 sequential_2, T1", T1_CACHE, {"name": "sequential_2"}),
+    "inception_1": ("S1 inception_1, T1", T1_CACHE, {"name": "inception_1"}),
+    "s1_multimodal": (
+        "S1 sequential_2, one branch per modality: grey- and white-matter maps",
+        TISSUE_CACHE,
+        {"name": "sequential_2", "modalities": "branches"},
+    ),
+    "densenet121": ("DenseNet-121 3D (S4), T1", T1_CACHE, {"name": "densenet121"}),
+    "pif_cnn": ("PIF-CNN (S2), T1 at 1.5 mm", PIF_CACHE, {"name": "pif_cnn"}),
+    "pif_baseline": ("plain 5-conv CNN (S2's baseline), T1 at 1.5 mm", PIF_CACHE, {"name": "pif_baseline"}),
+}
+DEFAULT_CNNS = ("mrinet", "sequential_2", "inception_1", "s1_multimodal")
+
+
+def quiet() -> None:
+    import lightning.pytorch  # noqa: F401  (sets its logger to INFO on import)
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+def tissue_maps(out: Path) -> Path:
+    """Grey- and white-matter maps from DLMUSE, one NIfTI per subject; returns the cohort table."""
+    import nibabel as nib
+    import pandas as pd
+
+    derived = {
+        int(row[0]): [int(v) for v in row[2:] if v.strip()]
+        for row in (line.split(",") for line in (IXI / "muse_derived_regions.csv").read_text().splitlines())
+        if row and row[0].strip().isdigit()
+    }
+    people = pd.read_csv(IXI / "participants.csv")
+    table = out / "participants.csv"
+    if table.exists() and len(pd.read_csv(table)) == len(people):
+        return table
+
+    gm, wm = np.array(derived[601]), np.array(derived[604])  # all grey matter, all white matter
+    (out / "gm").mkdir(parents=True, exist_ok=True)
+    (out / "wm").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for _, p in people.iterrows():
+        seg_path = IXI / p["dlmuse"]
+        seg = nib.load(seg_path)
+        labels = np.asarray(seg.dataobj).astype(np.int32)
+        paths = {}
+        for name, codes in (("gm", gm), ("wm", wm)):
+            path = out / name / f"{p['participant_id']}_{name}.nii.gz"
+            if not path.exists():
+                img = nib.Nifti1Image(np.isin(labels, codes).astype(np.float32), seg.affine)
+                nib.save(img, path)
+            paths[name] = str(path)
+        rows.append({**p.to_dict(), **paths, "mask": str(seg_path)})
+    pd.DataFrame(rows).to_csv(table, index=False)
+    return table
+
+
+def prepare_data(pif: bool) -> None:
+    from neurocnn.data.cache import open_cache
+    from neurocnn.data.cohort import read_cohort
+    from neurocnn.data.prepare import prepare_cohort
+    from neurocnn.data.preprocess import PrepareParams
+
+    if not (T1_CACHE / "cache.json").exists():
+        raise SystemExit(f"{T1_CACHE} is missing: run benchmarks/baselines_ixi.py first (it prepares IXI)")
+    table = tissue_maps(WORK / "tissue_maps")
+    # Registration is computed on the first image (T1) and applied to the tissue maps.
+    cohort = read_cohort(table, images=["t1", "gm", "wm"], label="sex", mask="mask")
+    params = PrepareParams(voxel_size=3.0, normalise="none", clip_percentiles=None)
+    staged = WORK / "tissue_3mm_with_t1"
+    prepare_cohort(cohort, staged, params, jobs=2, progress=True)
+    _drop_first_modality(staged, TISSUE_CACHE)
+    t1, tissue = open_cache(T1_CACHE).manifest, open_cache(TISSUE_CACHE).manifest
+    if list(t1["participant_id"]) != list(tissue["participant_id"]):
+        raise SystemExit("the tissue cohort's subjects are not in the T1 cohort's order")
+    if pif:
+        t1_cohort = read_cohort(IXI / "participants.csv", images=["t1"], label="sex", mask="dlmuse")
+        prepare_cohort(t1_cohort, PIF_CACHE, PrepareParams(voxel_size=1.5), jobs=2, progress=True)
+
+
+def _drop_first_modality(src: Path, dst: Path) -> None:
+    """A cache holding only the tissue channels of ``src`` (T1 was there for the registration)."""
+    import shutil
+
+    from neurocnn.data.cache import open_cache
+
+    if (dst / "cache.json").exists() and (dst / "cache.json").stat().st_mtime >= (
+        src / "cache.json"
+    ).stat().st_mtime:
+        return
+    cache = open_cache(src)
+    partial = dst.with_name(dst.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    np.save(partial / "data.npy", np.ascontiguousarray(cache.array()[:, 1:]))
+    for name in ("affines.npy", "manifest.tsv"):
+        shutil.copy2(src / name, partial / name)
+    info = dict(cache.info)
+    info["modalities"] = cache.modalities[1:]
+    info["shape"] = [cache.shape[0], cache.shape[1] - 1, *cache.shape[2:]]
+    (partial / "cache.json").write_text(json.dumps(info, indent=1))
+    shutil.rmtree(dst, ignore_errors=True)
+    partial.rename(dst)
+
+
+def cv_config(name: str, args: argparse.Namespace, **splits: Any) -> Any:
+    from neurocnn.training import parse_config
+
+    _, cache, model = CNNS[name]
+    return parse_config(
+        {
+            "cache": str(cache),
+            "model": model,
+            "splits": {"table": str(SPLITS), **splits},
+            "optim": {"optimizer": "adam", "lr": args.lr, "weight_decay": 1e-4},
+            "train": {"max_epochs": args.epochs, "batch_size": 8, "early_stopping": args.patience},
+            "augment": {"flip": True, "shift": (-2, 3)},
+            "seed": 0,
+        }
+    )
+
+
+def run_cnns(names: list[str], args: argparse.Namespace) -> None:
+    from neurocnn.training import run_cv
+
+    for name in names:
+        out = WORK / "runs" / name
+        if (out / "summary.json").exists() and not args.fold:
+            print(f"{name}: kept", flush=True)
+            continue
+        print(f"{name}: training", flush=True)
+        t0 = time.perf_counter()
+        result = run_cv(cv_config(name, args), out, folds=args.fold, resume=out.exists(), progress=True)
+        _timing(name, time.perf_counter() - t0)
+        if result.summary:
+            pooled = result.summary["pooled"]["balanced_accuracy"]
+            print(f"{name}: balanced accuracy {pooled['value']:.3f} {pooled['ci95']}", flush=True)
+
+
+def run_small(names: list[str], args: argparse.Namespace) -> None:
+    from neurocnn.training import run_cv
+
+    for name in names:
+        for r in range(args.small_repeats):
+            out = WORK / "runs" / f"{name}_subset20_r{r}"
+            if (out / "summary.json").exists():
+                continue
+            config = cv_config(name, args).with_overrides({"splits.subset": 0.2, "seed": r})
+            t0 = time.perf_counter()
+            run_cv(config, out, resume=out.exists(), progress=True)
+            _timing(out.name, time.perf_counter() - t0)
+
+
+def _timing(name: str, seconds: float) -> None:
+    path = WORK / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings[name] = round(seconds, 1)
+    path.write_text(json.dumps(timings, indent=1))
+
+
+def finished_cnns() -> list[str]:
+    return [n for n in CNNS if (WORK / "runs" / n / "summary.json").exists()]
+
+
+def pooled(run: Path, metric: str = "balanced_accuracy") -> float:
+    return float(json.loads((run / "summary.json").read_text())["pooled"][metric]["value"])
+
+
+def interpret_best(args: argparse.Namespace) -> Path | None:
+    from neurocnn.interpret.pipeline import InterpretOptions, interpret_run
+
+    done = [n for n in finished_cnns() if CNNS[n][1] == T1_CACHE]
+    if not done:
+        print("no finished T1 CNN to interpret", flush=True)
+        return None
+    best = max(done, key=lambda n: pooled(WORK / "runs" / n))
+    out = WORK / "runs" / best / "interpret"
+    if not (out / "summary.json").exists():
+        options = InterpretOptions(
+            methods=("gradcam", "guided_backprop"),
+            atlases=("aal2", f"{JHU}.nii.gz:{JHU}.json"),
+            top=5,
+            masked_eval=True,
+        )
+        interpret_run(WORK / "runs" / best, out, options, progress=True)
+    return out
+
+
+def results(args: argparse.Namespace) -> None:
+    from neurocnn.evaluation.compare import compare_runs
+    from neurocnn.report import build_report
+
+    cnns = finished_cnns()
+    small = sorted(p.name for p in (WORK / "runs").glob("*_subset20_r*") if (p / "summary.json").exists())
+    baselines = [b for b in BASELINES if (BASE / b / "summary.json").exists()]
+    paths = [WORK / "runs" / n for n in cnns] + [BASE / b for b in baselines]
+    if not paths:
+        raise SystemExit("nothing finished yet")
+    comparison = compare_runs(paths, n_permutations=10000, n_boot=2000, seed=0)
+    comparison.write(WORK / "comparison")
+    rows = comparison.runs.set_index("run")
+    best_base = max(baselines, key=lambda b: pooled(BASE / b)) if baselines else None
+    timings = json.loads((WORK / "timings.json").read_text()) if (WORK / "timings.json").exists() else {}
+    lines = [
+        "# IXI sex classification: seed CNNs against the classical baselines",
+        "",
+        f"Measured {DATE} with `.venv/bin/python benchmarks/ixi_sex.py {' '.join(sys.argv[1:])}` "
+        f"(and earlier stages; epochs ≤ {args.epochs}, patience {args.patience}, Adam {args.lr:g}, "
+        f"batch 8, flips and −2…3 voxel shifts) on {platform.machine()} Linux, {os.cpu_count()} CPU "
+        "cores, no GPU.",
+        "",
+        "141 labelled IXI subjects (74 F, 67 M), stratified 10-fold, the same split table as the baselines "
+        "(`benchmarks/_work/baselines/splits.tsv`); each CNN's checkpoint chosen on 10 % of its training "
+        "fold, never on the test fold. CIs: bootstrap over participants of the pooled out-of-fold "
+        "predictions; ± is the SD over folds.",
+        "",
+        "| run | what | balanced accuracy (95% CI) | folds mean ± SD | AUC (95% CI) | wall min |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        r = rows.loc[path.name]
+        what = CNNS[path.name][0] if path.name in CNNS else f"baseline ({path.name})"
+        wall = timings.get(path.name)
+        lines.append(
+            f"| {path.name} | {what} | **{r['balanced_accuracy']:.3f}** ({r['balanced_accuracy_ci_low']:.3f}–"
+            f"{r['balanced_accuracy_ci_high']:.3f}) | {r['balanced_accuracy_fold_mean']:.2f} ± "
+            f"{r['balanced_accuracy_fold_std']:.2f} | {r['auc']:.3f} ({r['auc_ci_low']:.3f}–"
+            f"{r['auc_ci_high']:.3f}) | {'' if wall is None else f'{wall / 60:.0f}'} |"
+        )
+    if best_base:
+        pairs = comparison.pairs.set_index(["a", "b", "metric"])
+        lines += [
+            "",
+            f"Paired against the best baseline ({best_base}): CNN − baseline, paired bootstrap 95% CI; "
+            "corrected resampled t-test over folds; permutation test on pooled predictions.",
+            "",
+            "| CNN − baseline | metric | difference (95% CI) | corrected t-test p | permutation p |",
+            "|---|---|---|---|---|",
+        ]
+        for n in cnns:
+            for m in ("balanced_accuracy", "auc"):
+                for key, sign in (((n, best_base, m), 1), ((best_base, n, m), -1)):
+                    if key in pairs.index:
+                        p = pairs.loc[key]
+                        lo, hi = sorted((sign * p["ci_low"], sign * p["ci_high"]))
+                        lines.append(
+                            f"| {n} − {best_base} | {m.replace('_', ' ')} | {sign * p['difference']:+.3f} "
+                            f"({lo:+.3f} to {hi:+.3f}) | {p['p_ttest']:.3f} | {p['p_permutation']:.3f} |"
+                        )
+    if small:
+        lines += ["", "S2's small-sample experiment (20 % of each training fold):", ""]
+        lines += [f"- {s}: balanced accuracy {pooled(WORK / 'runs' / s):.3f}" for s in small]
+    interp = [WORK / "runs" / n / "interpret" for n in cnns if (WORK / "runs" / n / "interpret").exists()]
+    for folder in interp:
+        lines += ["", f"Top regions of {folder.parent.name}'s group maps: `{folder}/regions_top.tsv`", ""]
+        top = folder / "regions_top.tsv"
+        if top.exists():
+            lines += ["```", top.read_text().strip(), "```"]
+    report = build_report(paths, WORK / "report.html", title="neurocnn: IXI sex classification")
+    lines += ["", f"Report: `{report}` (not committed: it embeds maps of real subjects' data)."]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print(RESULTS.read_text())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=["data", "cnn", "small", "interpret", "results", "all"], default="all")
+    p.add_argument("--only", help=f"comma-separated CNNs (default {','.join(DEFAULT_CNNS)})")
+    p.add_argument("--fold", type=int, action="append", help="train only these folds (repeatable)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--small-repeats", type=int, default=3)
+    p.add_argument("--pif", action="store_true", help="data: also the 1.5 mm cohort for S2's models")
+    args = p.parse_args()
+    names = args.only.split(",") if args.only else list(DEFAULT_CNNS)
+    unknown = [n for n in names if n not in CNNS]
+    if unknown:
+        p.error(f"unknown CNN(s) {unknown}; choose from {', '.join(CNNS)}")
+    quiet()
+    WORK.mkdir(parents=True, exist_ok=True)
+    if args.stage in ("data", "all"):
+        prepare_data(args.pif)
+    if args.stage in ("cnn", "all"):
+        run_cnns(names, args)
+    if args.stage in ("small", "all"):
+        run_small([n for n in names if n in ("pif_cnn", "pif_baseline", "mrinet")], args)
+    if args.stage in ("interpret", "all"):
+        interpret_best(args)
+    if args.stage in ("results", "all"):
+        results(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
