@@ -69,6 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "about 1.5-3 min each on a 2-core CPU)",
     )
     p.add_argument("--mp-iterations", type=int, help="Meaningful Perturbation steps at most (default 300)")
+    p.add_argument(
+        "--mp-bf16",
+        action="store_true",
+        help="Meaningful Perturbation's network in bfloat16 (1.6× faster on CPUs with AVX-512 BF16)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--target", choices=["predicted", "true"], default="predicted", help="class explained")
     p.add_argument("--top-percent", type=float, help="threshold maps at their top x%% instead of S3's")
@@ -106,7 +111,10 @@ def build_options(args: argparse.Namespace) -> Any:
             folds = tuple(int(f) for f in args.folds.split(","))
         except ValueError as exc:
             raise NeuroCNNError(f"--folds {args.folds!r}: expected comma-separated integers") from exc
-    mp = PerturbationConfig(**({"max_iter": args.mp_iterations} if args.mp_iterations else {}))
+    mp = PerturbationConfig(
+        **({"max_iter": args.mp_iterations} if args.mp_iterations else {}),
+        precision="bfloat16" if args.mp_bf16 else "float32",
+    )
     try:
         return InterpretOptions(
             methods=tuple(dict.fromkeys(methods)),
