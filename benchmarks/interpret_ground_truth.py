@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "_work" / "interpret_gt"
 RESULTS = ROOT / "benchmarks" / "results" / "interpret_ground_truth.md"
@@ -79,11 +81,19 @@ def train(work: Path, cache: Path, epochs: int, seed: int, *, permute: bool = Fa
     return run
 
 
-def interpret(work: Path, run: Path, subjects_per_fold: int | None, mp_subjects: int) -> dict:
+def interpret(
+    work: Path, run: Path, subjects_per_fold: int | None, mp_subjects: int, layer: str | None = None
+) -> dict:
+    """All methods at the model's default Grad-CAM layer; with ``layer``, the two CAMs only."""
     from neurocnn.interpret.pipeline import InterpretOptions, interpret_run
 
+    methods = (
+        ("gradcam", "hirescam", "guided_backprop", "perturbation")
+        if layer is None
+        else ("gradcam", "hirescam")
+    )
     options = InterpretOptions(
-        methods=("gradcam", "hirescam", "guided_backprop", "perturbation"),
+        methods=methods,
         atlases=("aal2",),
         top=5,
         subjects_per_fold=subjects_per_fold,
@@ -91,14 +101,33 @@ def interpret(work: Path, run: Path, subjects_per_fold: int | None, mp_subjects:
         randomisation=True,
         randomisation_subjects=8,
         ground_truth=str(work / "cohort"),
-        masked_eval=True,
+        masked_eval=layer is None,
+        layer=layer,
     )
-    return interpret_run(run, work / "interpret", options, progress=True)
+    out = work / ("interpret" if layer is None else f"interpret_{layer.rsplit('.', 1)[-1]}")
+    return interpret_run(run, out, options, progress=True)
+
+
+def mean_ranks(summary: dict, folder: Path) -> dict:
+    """Add ranks by mean attribution (summaries written before the pipeline recorded them)."""
+    for method, info in summary["methods"].items():
+        table = folder / "regions" / f"{method}_aal2.tsv"
+        if "planted_ranks_mean" in info or not table.exists():
+            continue
+        t = pd.read_csv(table, sep="\t")
+        conj = t[t["group"] == "conjoined"]
+        rank = conj["mean_attribution"].rank(ascending=False, method="min")
+        info["planted_ranks_mean"] = {r: int(rank[conj["region"] == r].iloc[0]) for r in PLANTED}
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["data", "train", "permuted", "interpret", "all"], default="all")
+    p.add_argument(
+        "--stage",
+        choices=["data", "train", "permuted", "interpret", "layer", "results", "all"],
+        default="all",
+    )
     p.add_argument("--work", type=Path, default=WORK)
     p.add_argument("--subjects", type=int, default=240)
     p.add_argument("--effect", type=float, default=0.2, help="fractional GM reduction (default 0.2)")
@@ -106,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--subjects-per-fold", type=int, help="Grad-CAM/guided backprop subjects per fold")
     p.add_argument("--mp-subjects", type=int, default=2, help="Meaningful Perturbation subjects per fold")
+    p.add_argument("--layer", default="features.block2", help="layer stage: the CAMs' target layer")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -122,14 +152,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"permuted-label training done after {time.perf_counter() - start:.0f} s", flush=True)
         return 0
     if args.stage in ("interpret", "all"):
-        summary = interpret(args.work, run, args.subjects_per_fold, args.mp_subjects)
-        write_results(args, summary, time.perf_counter() - start)
+        interpret(args.work, run, args.subjects_per_fold, args.mp_subjects)
+    if args.stage in ("layer", "all"):
+        interpret(args.work, run, args.subjects_per_fold, args.mp_subjects, layer=args.layer)
+    if args.stage in ("interpret", "layer", "results", "all"):
+        write_results(args)
     return 0
 
 
-def write_results(args: argparse.Namespace, summary: dict, seconds: float) -> None:
-    from neurocnn.interpret.pipeline import ground_truth_markdown
+def write_results(args: argparse.Namespace) -> None:
+    from neurocnn.interpret.markdown import ground_truth_markdown
 
+    summary = json.loads((args.work / "run" / "summary.json").read_text())
+    ba = summary["pooled"]["balanced_accuracy"]
     lines = [
         "# Interpretation ground truth: planted regions found by the maps",
         "",
@@ -138,14 +173,34 @@ def write_results(args: argparse.Namespace, summary: dict, seconds: float) -> No
         f"    .venv/bin/python benchmarks/interpret_ground_truth.py --subjects {args.subjects} "
         f"--effect {args.effect} --epochs {args.epochs} --mp-subjects {args.mp_subjects}",
         "",
-        f"on {platform.machine()} {platform.system()}, {os.cpu_count()} cores shared with other jobs "
-        f"(load average {os.getloadavg()[0]:.1f} at the end), Python {sys.version.split()[0]}; "
-        f"{seconds / 60:.0f} min in all.",
+        f"on {platform.machine()} {platform.system()}, {os.cpu_count()} cores shared with other jobs, "
+        f"Python {sys.version.split()[0]}. MriNet 5-fold: pooled out-of-fold balanced accuracy "
+        f"{ba['value']:.3f} [{ba['ci95'][0]:.3f}, {ba['ci95'][1]:.3f}]. Region ranks: by the mean "
+        "attribution per AAL2 region of the conjoined group map (no threshold), with S3's score (share "
+        "of the region's voxels above the method's threshold) alongside; the S3 score ties when the "
+        "threshold keeps most of the brain.",
         "",
-        *ground_truth_markdown(summary, PLANTED),
     ]
+    for folder, title in (
+        (args.work / "interpret", "All methods, Grad-CAM at MriNet's last block (`features.block3`)"),
+        (
+            args.work / f"interpret_{args.layer.rsplit('.', 1)[-1]}",
+            f"Grad-CAM and HiResCAM at `{args.layer}` (finer grid)",
+        ),
+    ):
+        if (folder / "summary.json").exists():
+            result = mean_ranks(json.loads((folder / "summary.json").read_text()), folder)
+            lines += [
+                f"## {title}",
+                "",
+                *(
+                    f"#{line}" if line.startswith("## ") else line
+                    for line in ground_truth_markdown(result, PLANTED)
+                ),
+                "",
+            ]
     RESULTS.write_text("\n".join(lines) + "\n")
-    print(f"wrote {RESULTS}")
+    print(RESULTS.read_text())
 
 
 if __name__ == "__main__":
