@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 set +e
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # see src/neurocnn/__init__.py
 .venv/bin/python -m pytest "$@"
 rc=$?
 set -e

@@ -31,8 +31,17 @@ def test_every_command_help_has_an_example():
 def test_user_error_is_one_line_exit_2_no_traceback(make_cohort):
     table = make_cohort(4)
     (table.parent / "gm/sub-001_gm.nii.gz").unlink()
-    cmd = [sys.executable, "-m", "neurocnn.cli", "cohort", str(table), "--images", "gm,wm",
-           "--label", "diagnosis"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "neurocnn.cli",
+        "cohort",
+        str(table),
+        "--images",
+        "gm,wm",
+        "--label",
+        "diagnosis",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
@@ -55,8 +64,7 @@ def test_cohort_prepare_splits_end_to_end(make_cohort, tmp_path, capsys):
     assert main(["cohort", *args, "--folds", "5"]) == 0
     assert "10 subjects" in capsys.readouterr().out
     out = tmp_path / "cache"
-    prep = ["prepare", *args, "--out", str(out), "--voxel-size", "5", "--shape", "10x12x10",
-            "--jobs", "1"]
+    prep = ["prepare", *args, "--out", str(out), "--voxel-size", "5", "--shape", "10x12x10", "--jobs", "1"]
     assert main(prep) == 0
     assert "prepared 10 subject(s)" in capsys.readouterr().out
     assert main(prep) == 0

@@ -61,6 +61,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
 def ground_truth_checks(info: dict[str, Any], planted: Sequence[str]) -> dict[str, Any]:
     """The issue's three targets for one method: planted regions in the top 5, enrichment ≥ 3×,
     randomised-model maps with Spearman < 0.3."""
+
     def in_top(ranks: dict[str, int | None]) -> int:
         return sum(1 for r in planted if ranks.get(r) is not None and ranks[r] <= TOP_K)
 
