@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE = re.compile(r"(\d)/6 ([a-zA-Z ,]+?) \((\d+) s\)")
+STAGE = re.compile(r"(\d)/6 ([a-zA-Z ,-]+?) \((\d+) s\)")
 
 
 def main() -> int:
