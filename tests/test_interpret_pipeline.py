@@ -167,6 +167,7 @@ def test_cli_verb_on_a_run_and_with_a_checkpoint(
             "--model", "mrinet",
             "--model-option", "widths=[4, 8]",
             "--methods", "gradcam",
+            "--layer", "features.block1",
             "--atlas", atlas,
             "--out", str(tmp_path / "b"),
             "--no-masked-eval",

@@ -74,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="Meaningful Perturbation's network in bfloat16 (1.6× faster on CPUs with AVX-512 BF16)",
     )
+    p.add_argument(
+        "--layer", help="Grad-CAM/HiResCAM target layer, e.g. features.block2 (default: the model's)"
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--target", choices=["predicted", "true"], default="predicted", help="class explained")
     p.add_argument("--top-percent", type=float, help="threshold maps at their top x%% instead of S3's")
@@ -133,6 +136,7 @@ def build_options(args: argparse.Namespace) -> Any:
             voxel_stats=args.voxel_stats,
             ground_truth=str(args.ground_truth) if args.ground_truth else None,
             perturbation=mp,
+            layer=args.layer,
             seed=args.seed,
         )
     except ValidationError as exc:
