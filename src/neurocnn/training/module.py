@@ -81,6 +81,9 @@ class Classifier(L.LightningModule):
         self.slices = is_slice_model(net)
         self.register_buffer("weights", weights, persistent=False)
         self._val: list[tuple[Tensor, Tensor]] = []
+        # the epoch's training loss, summed over subjects (see _log_train_loss)
+        self._train_sum: Tensor | None = None
+        self._train_n = 0
         # a frozen backbone keeps its BatchNorm statistics too
         heads = {n.rsplit(".", 1)[0] for n in self.head_names}
         self._frozen_norms = [
@@ -119,10 +122,26 @@ class Classifier(L.LightningModule):
             loss = per_slice.sum() / (len(y) * s)
         else:
             loss = self.loss(self.net(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        weighted = loss.detach() * len(y)
+        self._train_sum = weighted if self._train_sum is None else self._train_sum + weighted
+        self._train_n += len(y)
         return loss
 
+    def _log_train_loss(self) -> None:
+        """Log the epoch's mean training loss (weighted by batch size), once per epoch.
+
+        Logged with the validation metrics when there is a validation set, i.e. before the epoch's
+        checkpoints are written: Lightning's own epoch aggregate is logged after them, so a run killed
+        in between resumed with no training loss for that epoch in its history.
+        """
+        if self._train_sum is None or not self._train_n:
+            return
+        mean = self._train_sum / self._train_n
+        self._train_sum, self._train_n = None, 0
+        self.log("train_loss", mean, on_step=False, on_epoch=True, sync_dist=True)
+
     def on_train_epoch_end(self) -> None:
+        self._log_train_loss()  # no validation set: not logged yet
         opt = self.optimizers()
         optimizer = opt.optimizer if hasattr(opt, "optimizer") else opt
         self.log("lr", float(optimizer.param_groups[0]["lr"]), on_epoch=True, sync_dist=False)
@@ -134,6 +153,8 @@ class Classifier(L.LightningModule):
         self._val.append((self.net(x).float().detach(), y.detach()))
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.training or self.trainer.state.fn == "fit":
+            self._log_train_loss()
         if not self._val:
             return
         logits = torch.cat([v[0] for v in self._val])
