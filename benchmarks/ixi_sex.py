@@ -275,11 +275,9 @@ def results(args: argparse.Namespace) -> None:
     lines = [
         "# IXI sex classification: seed CNNs against the classical baselines",
         "",
-        f"Measured {DATE} with `.venv/bin/python benchmarks/ixi_sex.py {' '.join(sys.argv[1:])}` "
-        f"(and earlier stages; epochs ≤ {args.epochs}, patience {args.patience}, Adam {args.lr:g}, "
-        f"batch 8, flips and −2…3 voxel shifts, {args.precision}, checkpoint by validation loss) "
-        f"on {platform.machine()} Linux, {os.cpu_count()} CPU "
-        "cores, no GPU.",
+        f"Measured {DATE} with `benchmarks/ixi_sex.py` (stages data, cnn, results) on {platform.machine()} "
+        f"Linux, {os.cpu_count()} CPU cores, no GPU; each CNN's training settings are in its run folder's "
+        "config.yaml (flips and −2…3 voxel shifts, checkpoint by validation loss).",
         "",
         "141 labelled IXI subjects (74 F, 67 M), stratified 10-fold, the same split table as the baselines "
         "(`benchmarks/_work/baselines/splits.tsv`); each CNN's checkpoint chosen on 10 % of its training "
