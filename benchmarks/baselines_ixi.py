@@ -187,7 +187,6 @@ def write_results(
         ("svm_voxels", "lbp_svm"),
         ("svm_voxels_2mm", "svm_voxels"),
     ]
-    pairs = result.pairs.set_index(["a", "b", "metric"])
     lines += [
         "## Paired comparisons (same folds)",
         "",
@@ -202,14 +201,11 @@ def write_results(
     ]
     for a, b in chosen:
         for m in ("balanced_accuracy", "auc"):
-            for key, sign in (((a, b, m), 1), ((b, a, m), -1)):
-                if key in pairs.index:
-                    p = pairs.loc[key]
-                    lo, hi = sorted((sign * p["ci_low"], sign * p["ci_high"]))
-                    lines.append(
-                        f"| {a} − {b} | {m.replace('_', ' ')} | {sign * p['difference']:+.3f} ({lo:+.3f} to "
-                        f"{hi:+.3f}) | {_p(p['p_ttest'])} | {_p(p['p_permutation'])} |"
-                    )
+            if (p := result.pair(a, b, m)) is not None:
+                lines.append(
+                    f"| {a} − {b} | {m.replace('_', ' ')} | {p['difference']:+.3f} ({p['ci_low']:+.3f} to "
+                    f"{p['ci_high']:+.3f}) | {_p(p['p_ttest'])} | {_p(p['p_permutation'])} |"
+                )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
     print(RESULTS.read_text())

@@ -110,14 +110,16 @@ def interpret(
 
 def mean_ranks(summary: dict, folder: Path) -> dict:
     """Add ranks by mean attribution (summaries written before the pipeline recorded them)."""
+    from neurocnn.interpret.sanity import region_ranks
+
     for method, info in summary["methods"].items():
         table = folder / "regions" / f"{method}_aal2.tsv"
         if "planted_ranks_mean" in info or not table.exists():
             continue
         t = pd.read_csv(table, sep="\t")
-        conj = t[t["group"] == "conjoined"]
-        rank = conj["mean_attribution"].rank(ascending=False, method="min")
-        info["planted_ranks_mean"] = {r: int(rank[conj["region"] == r].iloc[0]) for r in PLANTED}
+        info["planted_ranks_mean"] = region_ranks(
+            t[t["group"] == "conjoined"], PLANTED, by="mean_attribution"
+        )
     return summary
 
 

@@ -298,7 +298,6 @@ def results(args: argparse.Namespace) -> None:
             f"{r['auc_ci_high']:.3f}) | {'' if wall is None else f'{wall / 60:.0f}'} |"
         )
     if best_base:
-        pairs = comparison.pairs.set_index(["a", "b", "metric"])
         lines += [
             "",
             f"Paired against the best baseline ({best_base}): CNN − baseline, paired bootstrap 95% CI; "
@@ -309,14 +308,12 @@ def results(args: argparse.Namespace) -> None:
         ]
         for n in cnns:
             for m in ("balanced_accuracy", "auc"):
-                for key, sign in (((n, best_base, m), 1), ((best_base, n, m), -1)):
-                    if key in pairs.index:
-                        p = pairs.loc[key]
-                        lo, hi = sorted((sign * p["ci_low"], sign * p["ci_high"]))
-                        lines.append(
-                            f"| {n} − {best_base} | {m.replace('_', ' ')} | {sign * p['difference']:+.3f} "
-                            f"({lo:+.3f} to {hi:+.3f}) | {p['p_ttest']:.3f} | {p['p_permutation']:.3f} |"
-                        )
+                if (p := comparison.pair(n, best_base, m)) is not None:
+                    lines.append(
+                        f"| {n} − {best_base} | {m.replace('_', ' ')} | {p['difference']:+.3f} "
+                        f"({p['ci_low']:+.3f} to {p['ci_high']:+.3f}) | {p['p_ttest']:.3f} "
+                        f"| {p['p_permutation']:.3f} |"
+                    )
     if small:
         lines += ["", "S2's small-sample experiment (20 % of each training fold):", ""]
         lines += [f"- {s}: balanced accuracy {pooled(WORK / 'runs' / s):.3f}" for s in small]

@@ -175,6 +175,12 @@ def test_compare_table_and_pairs(tmp_path):
     assert strong["difference"] > 0 and strong["ci_low"] > 0
     assert strong["p_permutation"] < 0.01 and strong["p_ttest"] < 0.05
     assert strong["test_train_ratio"] == pytest.approx(0.25)
+    flipped = result.pair("svm", "cnn", "balanced_accuracy")  # stored as cnn − svm
+    assert flipped["difference"] == pytest.approx(-strong["difference"])
+    assert (flipped["ci_low"], flipped["ci_high"]) == pytest.approx((-strong["ci_high"], -strong["ci_low"]))
+    assert flipped["p_ttest"] == strong["p_ttest"]
+    assert result.pair("cnn", "svm", "balanced_accuracy")["difference"] == strong["difference"]
+    assert result.pair("cnn", "nobody", "auc") is None
     assert np.isnan(pair.loc[("cnn", "shuffled", "auc"), "p_ttest"])  # different folds: no t-test
     assert any("different folds" in n for n in result.notes)
     assert (result.pairs["p_permutation_holm"] >= result.pairs["p_permutation"]).all()

@@ -173,6 +173,28 @@ class Comparison:
             lines += ["", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines)
 
+    def pair(self, a: str, b: str, metric: str) -> dict[str, Any] | None:
+        """The A − B row of one metric whichever way round it was computed (None: not compared).
+
+        Differences and CI bounds change sign when the stored pair is B − A; p-values do not.
+        """
+        for first, second, sign in ((a, b, 1.0), (b, a, -1.0)):
+            rows = self.pairs[
+                (self.pairs["a"] == first) & (self.pairs["b"] == second) & (self.pairs["metric"] == metric)
+            ]
+            if not rows.empty:
+                row = rows.iloc[0].to_dict()
+                low, high = sorted((sign * row["ci_low"], sign * row["ci_high"]))
+                return {
+                    **row,
+                    "a": a,
+                    "b": b,
+                    "difference": sign * row["difference"],
+                    "ci_low": low,
+                    "ci_high": high,
+                }
+        return None
+
     def write(self, out: Path | str) -> Path:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

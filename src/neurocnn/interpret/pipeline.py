@@ -280,8 +280,9 @@ def _region_tables(
                 info["planted_ranks"] = sanity.region_ranks(conj, list(truth["masks"]))
                 # S3's score saturates (ties) when the threshold keeps most of the brain; the mean
                 # attribution per region needs no threshold and does not favour large regions
-                by_mean = conj.assign(rank=conj["mean_attribution"].rank(ascending=False, method="min"))
-                info["planted_ranks_mean"] = sanity.region_ranks(by_mean, list(truth["masks"]))
+                info["planted_ranks_mean"] = sanity.region_ranks(
+                    conj, list(truth["masks"]), by="mean_attribution"
+                )
 
 
 def _masked(models, cache, groups, out, options, summary) -> None:  # type: ignore[no-untyped-def]

@@ -211,9 +211,14 @@ def localisation(values: np.ndarray, regions: dict[str, np.ndarray], brain: np.n
     return pd.DataFrame(rows, columns=["region", "n_voxels", "volume_share", "mass_share", "enrichment"])
 
 
-def region_ranks(table: pd.DataFrame, names: Sequence[str]) -> dict[str, int | None]:
-    """Rank of each named region in a `region_scores` table (None when absent from the grid)."""
-    by_name = dict(zip(table["region"], table["rank"], strict=True))
+def region_ranks(table: pd.DataFrame, names: Sequence[str], by: str | None = None) -> dict[str, int | None]:
+    """Rank of each named region in a `region_scores` table (None when absent from the grid).
+
+    ``by``: rank by this column, highest first (ties share the best rank), instead of the table's
+    ``rank`` (S3's score).
+    """
+    rank = table["rank"] if by is None else table[by].rank(ascending=False, method="min")
+    by_name = dict(zip(table["region"], rank, strict=True))
     return {n: (int(by_name[n]) if n in by_name else None) for n in names}
 
 

@@ -45,6 +45,14 @@ class _EitelNet(NeuroNet):
         return torch.flatten(self.features(x), 1)
 
 
+@register(
+    "pif_cnn",
+    family="eitel2019",
+    paper=PAPER,
+    default_input_shape=DEFAULT_SHAPE,
+    spatial_dims=3,
+    description="4 conv blocks → PIF layer (5³ patches) → FC100 → FC",
+)
 class PIFNet(_EitelNet):
     """The PIF-CNN: 4 conv blocks, a PIF layer with one conv block, then the classifier.
 
@@ -121,6 +129,14 @@ class PIFNet(_EitelNet):
         )
 
 
+@register(
+    "pif_baseline",
+    family="eitel2019",
+    paper=PAPER,
+    default_input_shape=DEFAULT_SHAPE,
+    spatial_dims=3,
+    description="plain 5-convolution CNN, the PIF paper's baseline",
+)
 class EitelBaseline(_EitelNet):
     """The plain 5-convolution baseline ("Model A" of the authors' UKB code).
 
@@ -178,56 +194,3 @@ class EitelBaseline(_EitelNet):
                 fc2=nn.Linear(hidden, num_classes),
             )
         )
-
-
-@register(
-    "pif_cnn",
-    family="eitel2019",
-    paper=PAPER,
-    default_input_shape=DEFAULT_SHAPE,
-    spatial_dims=3,
-    description="4 conv blocks → PIF layer (5³ patches) → FC100 → FC",
-)
-def pif_cnn(
-    *,
-    in_channels: int,
-    num_classes: int,
-    input_shape: tuple[int, ...],
-    widths: Sequence[int] = (8, 16, 32, 64),
-    pif_filters: int = 6,
-    patch_size: int | Sequence[int] = 5,
-    kernel_size: int | Sequence[int] = 3,
-    pif_blocks: int = 1,
-    reassemble: bool = True,
-    overlap: bool = False,
-    batch_norm: bool = True,
-    activation: str = "relu",
-    dropout: float = 0.3,
-    hidden: int = 100,
-) -> PIFNet:
-    """PIF-CNN of Eitel et al. 2019 (BN-ReLU by default; ``activation='elu', batch_norm=False``
-    for the authors' later code)."""
-    return PIFNet(**locals())
-
-
-@register(
-    "pif_baseline",
-    family="eitel2019",
-    paper=PAPER,
-    default_input_shape=DEFAULT_SHAPE,
-    spatial_dims=3,
-    description="plain 5-convolution CNN, the PIF paper's baseline",
-)
-def pif_baseline(
-    *,
-    in_channels: int,
-    num_classes: int,
-    input_shape: tuple[int, ...],
-    widths: Sequence[int] = (8, 16, 32, 64, 64),
-    batch_norm: bool = True,
-    activation: str = "relu",
-    dropout: float = 0.3,
-    hidden: int = 100,
-) -> EitelBaseline:
-    """Baseline CNN of Eitel et al. 2019."""
-    return EitelBaseline(**locals())

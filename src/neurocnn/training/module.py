@@ -153,7 +153,7 @@ class Classifier(L.LightningModule):
         self._val.append((self.net(x).float().detach(), y.detach()))
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.training or self.trainer.state.fn == "fit":
+        if self.trainer.state.fn == "fit":
             self._log_train_loss()
         if not self._val:
             return
