@@ -81,7 +81,7 @@ class Classifier(L.LightningModule):
         self.slices = is_slice_model(net)
         self.register_buffer("weights", weights, persistent=False)
         self._val: list[tuple[Tensor, Tensor]] = []
-        # the epoch's training loss, summed over subjects (see _log_train_loss)
+        # the epoch's training loss, summed over subjects (see _log_epoch)
         self._train_sum: Tensor | None = None
         self._train_n = 0
         # a frozen backbone keeps its BatchNorm statistics too
@@ -127,24 +127,26 @@ class Classifier(L.LightningModule):
         self._train_n += len(y)
         return loss
 
-    def _log_train_loss(self) -> None:
-        """Log the epoch's mean training loss (weighted by batch size), once per epoch.
+    def _log_epoch(self) -> None:
+        """Log the epoch's mean training loss (weighted by batch size) and learning rate, once.
 
         Logged with the validation metrics when there is a validation set, i.e. before the epoch's
-        checkpoints are written: Lightning's own epoch aggregate is logged after them, so a run killed
-        in between resumed with no training loss for that epoch in its history.
+        checkpoints are written: values logged after them (Lightning's own epoch aggregate, the
+        train-epoch-end hook) were missing from the history of a run killed in between and resumed.
+        The learning rate is the optimiser's at the end of the epoch (after an epoch-wise scheduler
+        step), with or without a validation set.
         """
         if self._train_sum is None or not self._train_n:
             return
         mean = self._train_sum / self._train_n
         self._train_sum, self._train_n = None, 0
         self.log("train_loss", mean, on_step=False, on_epoch=True, sync_dist=True)
-
-    def on_train_epoch_end(self) -> None:
-        self._log_train_loss()  # no validation set: not logged yet
         opt = self.optimizers()
         optimizer = opt.optimizer if hasattr(opt, "optimizer") else opt
         self.log("lr", float(optimizer.param_groups[0]["lr"]), on_epoch=True, sync_dist=False)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch()  # no validation set: not logged yet
 
     # --- validation --------------------------------------------------------------------------------
 
@@ -154,7 +156,7 @@ class Classifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.state.fn == "fit":
-            self._log_train_loss()
+            self._log_epoch()
         if not self._val:
             return
         logits = torch.cat([v[0] for v in self._val])
