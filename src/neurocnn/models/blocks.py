@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from neurocnn.errors import NeuroCNNError
+from neurocnn.models.allocator import lean_allocator
 
 Shape = tuple[int, ...]
 
@@ -181,7 +182,9 @@ def checkpointed(fn: Callable[..., Tensor], module: nn.Module, *inputs: Tensor) 
     """Run `fn(*inputs)` keeping only its inputs for backward; recompute the rest then.
 
     `module` owns the layers `fn` uses; its BatchNorm statistics are left alone on recomputation.
+    The first call in a process also makes glibc return freed tensors at once (`allocator`).
     """
+    lean_allocator()
 
     def contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
         return contextlib.nullcontext(), _frozen_bn_stats(module)

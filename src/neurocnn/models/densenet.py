@@ -22,7 +22,8 @@ Initialisation: Kaiming-normal convolutions, unit/zero BatchNorm, zero linear bi
 
 ``memory_efficient=True`` checkpoints every dense layer during training: only the layer inputs are
 kept and the layer is recomputed in the backward pass (less memory for some speed; see
-benchmarks/models.py). It has no effect in eval mode, so interpretation hooks fire once.
+benchmarks/models.py), and the process's glibc allocator returns freed tensors at once
+(`neurocnn.models.allocator`). It has no effect in eval mode, so interpretation hooks fire once.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from neurocnn.models.blocks import (
     keep_format,
     maxpool_cls,
 )
-from neurocnn.models.fused import bn_relu, has_hooks, pointwise_conv
+from neurocnn.models.fused import avg_pool2_channels_last, bn_relu, has_hooks, pointwise_conv
 from neurocnn.models.registry import register
 
 PAPER = "S4; Huang et al. 2017"
@@ -145,10 +146,20 @@ class Transition(nn.Sequential):
         else:
             # A 1× convolution and an average pool are both linear and act on different axes, so
             # they commute: pooling first runs the convolution on 2^dims times fewer voxels.
-            y = self.conv(keep_format(self.pool(y), y))
-        # The 3D average pool returns contiguous (N, C, D, H, W) tensors whatever its input; go back
+            y = self.conv(avg_pool2_channels_last(y) if self._pool_2x else keep_format(self.pool(y), y))
+        # The average pool returns contiguous (N, C, D, H, W) tensors whatever its input; go back
         # to the input's layout, or every convolution of the next block converts on its own.
         return keep_format(y, x)
+
+    @property
+    def _pool_2x(self) -> bool:
+        """Whether `pool` is still the plain 2× average pool that `avg_pool2_channels_last` is."""
+        p = self.pool
+        if type(p) not in (nn.AvgPool2d, nn.AvgPool3d):
+            return False
+        dims = 3 if isinstance(p, nn.AvgPool3d) else 2
+        two, zero = (2, (2,) * dims), (0, (0,) * dims)
+        return p.kernel_size in two and p.stride in two and p.padding in zero and not p.ceil_mode
 
 
 class DenseNet(NeuroNet):

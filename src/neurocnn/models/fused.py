@@ -92,7 +92,10 @@ class _BatchNormReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, out, weight, running_mean, running_var, save_mean, save_invstd = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad, out, 0)
+        # `out` is needed by nothing after this node (the convolution that read it ran its backward
+        # first), so the ReLU's gradient is written over it: one large allocation fewer per layer.
+        # A second backward through the graph fails on the saved tensor's version, never silently.
+        grad = torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=out)
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
             grad.contiguous(memory_format=_format_of(x)),
@@ -148,3 +151,57 @@ def bn_relu(norm: nn.Module, relu: nn.Module, x: Tensor) -> Tensor:
         momentum,
         norm.eps,
     )
+
+
+class _AvgPool2ChannelsLast(torch.autograd.Function):
+    """2× average pool (kernel = stride = 2, floor) of a channels-last tensor, kept channels-last.
+
+    PyTorch's `avg_pool3d` converts a channels-last input to contiguous, and returns contiguous
+    results and gradients: two extra passes over DenseNet's largest tensors. Here the forward is
+    pairwise sums over channel vectors and the gradient is written once, straight into the
+    channels-last layout: each output gradient / 2^d, repeated over its 2^d voxels.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.input_shape = x.shape
+        # Pairwise sums along each axis of the (N, *spatial, C) view: elementwise adds over whole
+        # channel vectors, 1.75 passes over the input, and the result is channels-last already.
+        v = x.movedim(1, -1)
+        for axis in range(1, x.dim() - 1):
+            n = v.shape[axis] // 2
+            v = v.narrow(axis, 0, 2 * n).unflatten(axis, (n, 2))
+            v = v.select(axis + 1, 0) + v.select(axis + 1, 1)
+        return v.mul_(1.0 / 2 ** (x.dim() - 2)).movedim(-1, 1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        shape = ctx.input_shape
+        dims = len(shape) - 2
+        fmt = torch.channels_last_3d if dims == 3 else torch.channels_last
+        gx = torch.empty(shape, dtype=grad.dtype, device=grad.device, memory_format=fmt)
+        pooled = grad.shape[2:]
+        # (N, *spatial, C) views: the covered block split into (n, 2) pairs per axis
+        g_in = gx.movedim(1, -1)[(slice(None), *(slice(0, 2 * n) for n in pooled))]
+        for axis, n in enumerate(pooled):
+            g_in = g_in.unflatten(1 + 2 * axis, (n, 2))
+        src = (grad * (1.0 / 2**dims)).movedim(1, -1)  # scaled at the pooled size: 2^d× cheaper
+        for axis in range(dims):
+            src = src.unsqueeze(2 + 2 * axis)
+        g_in.copy_(src.expand(g_in.shape))
+        # voxels the floor-mode pool never read (an odd last row/column/slice) get zero
+        full = gx.movedim(1, -1)
+        for axis, n in enumerate(pooled):
+            if shape[2 + axis] > 2 * n:
+                full.narrow(1 + axis, 2 * n, shape[2 + axis] - 2 * n).zero_()
+        return gx
+
+
+def avg_pool2_channels_last(x: Tensor) -> Tensor:
+    """``avg_pool{2,3}d(x, 2, 2)`` in `x`'s layout; the fast path for channels-last CPU tensors."""
+    fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+    channels_last = x.is_contiguous(memory_format=fmt) and not x.is_contiguous()
+    if x.dim() in (4, 5) and x.device.type == "cpu" and channels_last:
+        return _AvgPool2ChannelsLast.apply(x)
+    pool = nn.functional.avg_pool3d if x.dim() == 5 else nn.functional.avg_pool2d
+    return pool(x, 2, 2)
