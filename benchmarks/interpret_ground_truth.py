@@ -82,9 +82,16 @@ def train(work: Path, cache: Path, epochs: int, seed: int, *, permute: bool = Fa
 
 
 def interpret(
-    work: Path, run: Path, subjects_per_fold: int | None, mp_subjects: int, layer: str | None = None
+    work: Path,
+    run: Path,
+    subjects_per_fold: int | None,
+    mp_subjects: int,
+    layer: str | None = None,
+    mp_only: dict | None = None,
 ) -> dict:
-    """All methods at the model's default Grad-CAM layer; with ``layer``, the two CAMs only."""
+    """All methods at the model's default Grad-CAM layer; with ``layer``, the two CAMs only; with
+    ``mp_only`` (PerturbationConfig fields), Meaningful Perturbation alone with those settings."""
+    from neurocnn.interpret.perturbation import PerturbationConfig
     from neurocnn.interpret.pipeline import InterpretOptions, interpret_run
 
     methods = (
@@ -92,6 +99,8 @@ def interpret(
         if layer is None
         else ("gradcam", "hirescam")
     )
+    if mp_only is not None:
+        methods = ("perturbation",)
     options = InterpretOptions(
         methods=methods,
         atlases=("aal2",),
@@ -101,10 +110,16 @@ def interpret(
         randomisation=True,
         randomisation_subjects=8,
         ground_truth=str(work / "cohort"),
-        masked_eval=layer is None,
+        masked_eval=layer is None and mp_only is None,
         layer=layer,
+        perturbation=PerturbationConfig(**(mp_only or {})),
     )
     out = work / ("interpret" if layer is None else f"interpret_{layer.rsplit('.', 1)[-1]}")
+    if mp_only is not None:
+        cfg = options.perturbation
+        out = work / f"interpret_mp_scale{cfg.scale}_{mp_subjects}per_fold_{cfg.precision}"
+        if cfg.sigma_mask != PerturbationConfig().sigma_mask:
+            out = out.with_name(f"{out.name}_sigma{cfg.sigma_mask:g}")
     return interpret_run(run, out, options, progress=True)
 
 
@@ -127,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--stage",
-        choices=["data", "train", "permuted", "interpret", "layer", "results", "all"],
+        choices=["data", "train", "permuted", "interpret", "layer", "mp", "results", "all"],
         default="all",
     )
     p.add_argument("--work", type=Path, default=WORK)
@@ -137,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--subjects-per-fold", type=int, help="Grad-CAM/guided backprop subjects per fold")
     p.add_argument("--mp-subjects", type=int, default=2, help="Meaningful Perturbation subjects per fold")
-    p.add_argument("--layer", default="features.block2", help="layer stage: the CAMs' target layer")
+    p.add_argument("--mp-scale", type=int, default=4, help="mp stage: the mask's down-sampling factor")
+    p.add_argument("--mp-bf16", action="store_true", help="mp stage: bfloat16 network arithmetic")
+    p.add_argument("--mp-sigma-mask", type=float, default=10.0, help="mp stage: σm, voxels (S3: 10)")
+    p.add_argument(
+        "--layer",
+        default="features.block2,features.block1",
+        help="layer stage: the CAMs' target layer(s), comma-separated",
+    )
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -156,8 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("interpret", "all"):
         interpret(args.work, run, args.subjects_per_fold, args.mp_subjects)
     if args.stage in ("layer", "all"):
-        interpret(args.work, run, args.subjects_per_fold, args.mp_subjects, layer=args.layer)
-    if args.stage in ("interpret", "layer", "results", "all"):
+        for layer in args.layer.split(","):
+            interpret(args.work, run, args.subjects_per_fold, args.mp_subjects, layer=layer)
+    if args.stage == "mp":
+        mp = {
+            "scale": args.mp_scale,
+            "precision": "bfloat16" if args.mp_bf16 else "float32",
+            "sigma_mask": args.mp_sigma_mask,
+        }
+        interpret(args.work, run, args.subjects_per_fold, args.mp_subjects, mp_only=mp)
+    if args.stage in ("interpret", "layer", "mp", "results", "all"):
         write_results(args)
     return 0
 
@@ -170,10 +200,16 @@ def write_results(args: argparse.Namespace) -> None:
     lines = [
         "# Interpretation ground truth: planted regions found by the maps",
         "",
-        "Measured 2026-11-21 with",
+        "Measured 2026-11-21 (training; all methods at the default layer) and 2026-11-22 (the other",
+        "layers; the Meaningful Perturbation variants) with",
         "",
         f"    .venv/bin/python benchmarks/interpret_ground_truth.py --subjects {args.subjects} "
-        f"--effect {args.effect} --epochs {args.epochs} --mp-subjects {args.mp_subjects}",
+        f"--effect {args.effect} --epochs {args.epochs} --mp-subjects 2",
+        "    .venv/bin/python benchmarks/interpret_ground_truth.py --stage layer",
+        "    .venv/bin/python benchmarks/interpret_ground_truth.py --stage mp --mp-subjects 4 --mp-bf16"
+        " [--mp-scale 2]",
+        "    .venv/bin/python benchmarks/interpret_ground_truth.py --stage mp --mp-subjects 2 --mp-bf16"
+        " --mp-sigma-mask 3",
         "",
         f"on {platform.machine()} {platform.system()}, {os.cpu_count()} cores shared with other jobs, "
         f"Python {sys.version.split()[0]}. MriNet 5-fold: pooled out-of-fold balanced accuracy "
@@ -183,13 +219,24 @@ def write_results(args: argparse.Namespace) -> None:
         "threshold keeps most of the brain.",
         "",
     ]
-    for folder, title in (
-        (args.work / "interpret", "All methods, Grad-CAM at MriNet's last block (`features.block3`)"),
-        (
-            args.work / f"interpret_{args.layer.rsplit('.', 1)[-1]}",
-            f"Grad-CAM and HiResCAM at `{args.layer}` (finer grid)",
-        ),
-    ):
+    sections = [(args.work / "interpret", "All methods, Grad-CAM at MriNet's last block (`features.block3`)")]
+    sections += [
+        (args.work / f"interpret_{layer.rsplit('.', 1)[-1]}", f"Grad-CAM and HiResCAM at `{layer}`")
+        for layer in args.layer.split(",")
+    ]
+    for folder in sorted(args.work.glob("interpret_mp_scale*")):
+        # interpret_mp_scale{scale}_{n}per_fold_{precision}[_sigma{σm}]
+        scale, per_fold, precision = folder.name.removeprefix("interpret_mp_scale").split("_", 2)
+        per_fold, precision = per_fold.removesuffix("per"), precision.removeprefix("fold_")
+        precision, _, sigma = precision.partition("_sigma")
+        sections.append(
+            (
+                folder,
+                f"Meaningful Perturbation alone: mask at 1/{scale} resolution, "
+                f"{per_fold} subjects per fold, {precision}, σm = {sigma or '10 (S3)'} voxels",
+            )
+        )
+    for folder, title in sections:
         if (folder / "summary.json").exists():
             result = mean_ranks(json.loads((folder / "summary.json").read_text()), folder)
             lines += [

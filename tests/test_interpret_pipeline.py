@@ -188,3 +188,15 @@ def test_cli_verb_refuses_bad_requests(tiny_run: tuple[Path, Path]) -> None:
     args = parse([str(run.parent / "nowhere")])
     with pytest.raises(NeuroCNNError, match="not a run folder"):
         args.func(args)
+
+
+def test_cli_meaningful_perturbation_options_reach_the_config(tiny_run: tuple[Path, Path]) -> None:
+    from neurocnn.commands.interpret import build_options
+
+    run, _ = tiny_run
+    options = build_options(parse([str(run), "--mp-sigma-mask", "3", "--mp-iterations", "40", "--mp-bf16"]))
+    assert options.perturbation.sigma_mask == 3.0 and options.perturbation.max_iter == 40
+    assert options.perturbation.precision == "bfloat16"
+    assert build_options(parse([str(run)])).perturbation.sigma_mask == 10.0  # S3's default
+    with pytest.raises(NeuroCNNError, match="Meaningful Perturbation options"):
+        build_options(parse([str(run), "--mp-sigma-mask", "-1"]))

@@ -75,7 +75,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="Meaningful Perturbation's network in bfloat16 (1.6× faster on CPUs with AVX-512 BF16)",
     )
     p.add_argument(
-        "--layer", help="Grad-CAM/HiResCAM target layer, e.g. features.block2 (default: the model's)"
+        "--mp-sigma-mask",
+        type=float,
+        metavar="VOXELS",
+        help="Meaningful Perturbation's mask blur σm (default S3's 10 voxels; 3 localised AAL regions "
+        "on the ground-truth cohort, benchmarks/RESULTS.md)",
+    )
+    p.add_argument(
+        "--layer",
+        help="Grad-CAM/HiResCAM target layer, e.g. features.block1 (default: the model's); for MriNet "
+        "prefer --methods hirescam --layer features.block1 (see benchmarks/RESULTS.md)",
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--target", choices=["predicted", "true"], default="predicted", help="class explained")
@@ -114,10 +123,15 @@ def build_options(args: argparse.Namespace) -> Any:
             folds = tuple(int(f) for f in args.folds.split(","))
         except ValueError as exc:
             raise NeuroCNNError(f"--folds {args.folds!r}: expected comma-separated integers") from exc
-    mp = PerturbationConfig(
-        **({"max_iter": args.mp_iterations} if args.mp_iterations else {}),
-        precision="bfloat16" if args.mp_bf16 else "float32",
-    )
+    mp_options: dict[str, Any] = {"precision": "bfloat16" if args.mp_bf16 else "float32"}
+    if args.mp_iterations:
+        mp_options["max_iter"] = args.mp_iterations
+    if args.mp_sigma_mask is not None:
+        mp_options["sigma_mask"] = args.mp_sigma_mask
+    try:
+        mp = PerturbationConfig(**mp_options)
+    except ValidationError as exc:
+        raise NeuroCNNError(f"Meaningful Perturbation options: {exc.errors()[0]['msg']}") from exc
     try:
         return InterpretOptions(
             methods=tuple(dict.fromkeys(methods)),

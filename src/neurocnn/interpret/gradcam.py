@@ -17,6 +17,15 @@ flatten → one linear layer after the target layer (MriNet), its sum over posit
 exactly the class score minus the bias, so it shows where the score comes from; Grad-CAM's
 averaging can move attribution to where activations are merely large.
 
+That is what happens on MriNet. Its last block feeds flatten → linear, so the gradient there is the
+linear layer's weights, the same for every input: Grad-CAM's α_k is the mean of channel k's weights
+over positions and the map is ReLU(Σ_k ᾱ_k F^k), the activations weighted by a constant. On the
+synthetic cohort with three planted regions (benchmarks/RESULTS.md, "Interpretation ground
+truth"), Grad-CAM placed 0/3 planted regions in the top 5 at `features.block3`, 1/3 at block2 and
+0/3 at block1 (1.1–1.3× enrichment), while HiResCAM at `features.block1` ranked them 1–3 with 3.6×
+enrichment and passed the randomisation test. For networks with a flatten head prefer
+``variant="hirescam"`` at an early layer (``neurocnn interpret RUN --methods hirescam --layer ...``).
+
 Only the part of the network after the target layer needs a backward pass: a forward hook hands
 the rest of the network a detached copy of the layer's output that requires gradients, so no
 graph is recorded before the layer and no weight gradient is computed anywhere.

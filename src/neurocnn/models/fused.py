@@ -1,4 +1,4 @@
-"""Faster CPU execution of two patterns that dominate DenseNet, with unchanged modules and results.
+"""Faster CPU execution of patterns that dominate DenseNet, with unchanged modules and results.
 
 - `PointwiseConv3d` / `PointwiseConv2d`: a 1×1(×1) convolution that, on channels-last input, is one
   matrix product over the channel axis (no im2col, no layout conversion inside oneDNN). Same
@@ -8,6 +8,8 @@
   model and are used as usual whenever anything could observe them: when either has hooks
   (Grad-CAM, guided backpropagation, Captum), when global module hooks are set, or when they are
   not exactly `BatchNorm` and `ReLU`. So interpretation sees every ReLU module, called once.
+- `avg_pool2_channels_last`: the transitions' 2× average pool without PyTorch's round trip through
+  the contiguous layout, forward or backward.
 """
 
 from __future__ import annotations
