@@ -6,6 +6,7 @@ import base64
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,18 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     shot = tmp_path / "report.png"
     assert check_in_browser(report, shot) == []
     assert shot.stat().st_size > 10_000
+
+
+def test_runs_of_one_model_get_distinct_rows(runs, tmp_path):
+    from neurocnn.report.build import _metrics_table
+    from neurocnn.report.collect import read_run
+
+    cnn, _ = runs
+    twin = tmp_path / "other" / cnn.name
+    shutil.copytree(cnn, twin)
+    loaded = [read_run(cnn), read_run(tmp_path / "other" / cnn.name)]
+    assert loaded[0].model == loaded[1].model == "mrinet"
+    out = build_report([cnn, twin], tmp_path / "twins.html")
+    html_text = out.read_text()
+    assert f"other/{cnn.name}" in html_text and f"{cnn.parent.name}/{cnn.name}" in html_text
+    assert list(_metrics_table(loaded)["model"]) == ["mrinet", "mrinet"]

@@ -85,7 +85,7 @@ def _metrics_table(runs: Sequence[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         pooled, ms = run.summary.get("pooled", {}), run.summary.get("mean_std", {})
-        row: dict[str, Any] = {"run": run.name, "folds": run.summary.get("folds_done")}
+        row: dict[str, Any] = {"run": run.name, "model": run.model, "folds": run.summary.get("folds_done")}
         for m in HEADLINE:
             if m in pooled:
                 row[f"{m} (95% CI)"] = _ci(pooled[m])
@@ -237,6 +237,9 @@ def build_report(
     if not runs:
         raise NeuroCNNError("give at least one run folder")
     loaded = [read_run(r) for r in runs]
+    for run in loaded:  # same folder names under different parents: say which parent
+        if sum(r.name == run.name for r in loaded) > 1:
+            run.name = f"{run.path.parent.name}/{run.path.name}"
     main = loaded[0]
     interp = read_interpretation(interpretation or main.path / "interpret")
     classes = main.classes

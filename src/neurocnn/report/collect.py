@@ -31,6 +31,14 @@ class Run:
         return list(self.summary.get("classes") or self.data.get("classes") or [])
 
     @property
+    def model(self) -> str:
+        """The model (CNN) or method (baseline) the run trained."""
+        model = self.summary.get("model") or self.config.get("model") or self.config.get("name")
+        if isinstance(model, dict):
+            model = model.get("name")
+        return str(model or "")
+
+    @property
     def is_baseline(self) -> bool:
         return "baseline" in self.config or "kind" in self.config
 
@@ -57,12 +65,11 @@ def read_run(path: Path | str) -> Run:
     for fold in sorted((path / "folds").glob("r*_f*")):
         if (fold / "history.csv").exists():
             histories[fold.name] = pd.read_csv(fold / "history.csv")
-    name = str(summary.get("model") or config.get("name") or path.name)
-    if isinstance(summary.get("model"), dict):
-        name = str(summary["model"].get("name", path.name))
+    # Named by folder, as `neurocnn compare` names runs: two runs of one model (say two learning
+    # rates, or a baseline tuned and untuned) must not share a row label.
     return Run(
         path,
-        name,
+        path.name,
         config or {},
         _json(path / "data.json"),
         summary,
