@@ -200,3 +200,15 @@ def test_cli_meaningful_perturbation_options_reach_the_config(tiny_run: tuple[Pa
     assert build_options(parse([str(run)])).perturbation.sigma_mask == 10.0  # S3's default
     with pytest.raises(NeuroCNNError, match="Meaningful Perturbation options"):
         build_options(parse([str(run), "--mp-sigma-mask", "-1"]))
+
+
+def test_subject_picking_is_balanced_and_rotates_over_folds() -> None:
+    from neurocnn.interpret.runs import pick_subjects
+
+    rows = np.arange(10)
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 0, 1, 0])
+    assert list(pick_subjects(rows, labels, 4)) == [0, 1, 3, 4]  # classes in turn
+    assert list(pick_subjects(rows, labels, None)) == list(rows)
+    # one subject per fold: the first class alternates with the fold's position
+    firsts = [labels[pick_subjects(rows, labels, 1, start=fold)][0] for fold in range(4)]
+    assert firsts == [0, 1, 0, 1]

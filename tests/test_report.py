@@ -106,3 +106,15 @@ def test_runs_of_one_model_get_distinct_rows(runs, tmp_path):
     html_text = out.read_text()
     assert f"other/{cnn.name}" in html_text and f"{cnn.parent.name}/{cnn.name}" in html_text
     assert list(_metrics_table(loaded)["model"]) == ["mrinet", "mrinet"]
+
+
+def test_brain_map_of_an_all_zero_map_still_renders(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from neurocnn.report import figures
+
+    path = tmp_path / "zero.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((6, 7, 5), np.float32), np.eye(4)), path)
+    png = figures.brain_map(path, np.random.default_rng(0).random((6, 7, 5)), "perturbation_M")
+    assert png.startswith(b"\x89PNG")

@@ -114,13 +114,14 @@ def explain(
     data, labels, classes = cache.array(), cache.labels(), cache.classes
     ids = cache.manifest.set_index("index")["participant_id"]
     done = Explained({m: [] for m in options.methods}, {m: [] for m in options.methods})
-    for fm in models:
+    for position, fm in enumerate(models):
         x_all = torch.from_numpy(np.asarray(data[fm.test], dtype=np.float32))
         preds = predicted_classes(fm.net, x_all, batch_size=options.batch_size)
         for method in options.methods:
-            chosen = pick_subjects(fm.test, labels, options.subjects_per_fold)
+            chosen = pick_subjects(fm.test, labels, options.subjects_per_fold, start=position)
             if method == "perturbation":
-                chosen = pick_subjects(chosen, labels, options.perturbation_subjects_per_fold)
+                k = options.perturbation_subjects_per_fold
+                chosen = pick_subjects(chosen, labels, k, start=position)
             pos = np.searchsorted(fm.test, chosen)
             targets = torch.as_tensor(labels[chosen]) if options.target == "true" else preds[pos]
             start = time.perf_counter()

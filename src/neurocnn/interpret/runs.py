@@ -92,12 +92,16 @@ def load_checkpoint_model(
     return [FoldModel("checkpoint", net.eval(), rows)], cache
 
 
-def pick_subjects(rows: np.ndarray, labels: np.ndarray, k: int | None) -> np.ndarray:
+def pick_subjects(rows: np.ndarray, labels: np.ndarray, k: int | None, start: int = 0) -> np.ndarray:
     """The first ``k`` of ``rows`` taking the classes in turn (deterministic and balanced); all
-    rows when ``k`` is None or not smaller."""
+    rows when ``k`` is None or not smaller. ``start`` rotates which class goes first (pass the
+    fold's position, so that one subject per fold still covers every class across folds)."""
     if k is None or k >= len(rows):
         return rows
     by_class = [list(rows[labels[rows] == c]) for c in np.unique(labels[rows])]
+    if by_class:
+        shift = start % len(by_class)
+        by_class = by_class[shift:] + by_class[:shift]
     out: list[int] = []
     while len(out) < k:
         for members in by_class:

@@ -105,16 +105,22 @@ def brain_map(path: Path, background: np.ndarray, title: str, *, top_percent: fl
     peak = np.unravel_index(int(np.argmax(np.where(np.isfinite(data), data, -np.inf))), data.shape)
     fig, axes = plt.subplots(1, 3, figsize=(9, 3), facecolor="black")
     vmax = float(np.nanmax(data)) if positive.size else 1.0
+    # One grey scale for the whole background volume: scaled per slice, a slice at the edge of the
+    # brain (nearly constant background) came out white.
+    finite = background[np.isfinite(background)]
+    lo, hi = np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0)
     for ax, axis, name in zip(axes, range(3), ("sagittal", "coronal", "axial"), strict=True):
         index: list[int | slice] = [slice(None)] * 3
         index[axis] = int(peak[axis])
         bg = background[tuple(index)].T
         fg = data[tuple(index)].T
-        ax.imshow(bg, cmap="gray", origin="lower")
-        ax.imshow(np.ma.masked_less(fg, cut), cmap="hot", origin="lower", vmin=cut, vmax=vmax, alpha=0.85)
+        ax.imshow(bg, cmap="gray", origin="lower", vmin=lo, vmax=max(hi, lo + 1e-6))
+        if positive.size:  # an all-zero map (e.g. a class nobody was predicted as) has no overlay
+            ax.imshow(np.ma.masked_less(fg, cut), cmap="hot", origin="lower", vmin=cut, vmax=vmax, alpha=0.85)
         ax.set_title(f"{name} {index[axis]}", color="white", fontsize=8)
         ax.set_axis_off()
-    fig.suptitle(f"{title} (top {top_percent:g}% of voxels)", color="white", fontsize=10)
+    what = f"top {top_percent:g}% of voxels" if positive.size else "zero everywhere"
+    fig.suptitle(f"{title} ({what})", color="white", fontsize=10)
     return _png(fig)
 
 
