@@ -177,7 +177,7 @@ def cv_config(name: str, args: argparse.Namespace, **splits: Any) -> Any:
             "cache": str(cache),
             "model": model,
             "splits": {"table": str(SPLITS), **splits},
-            "optim": {"optimizer": "adam", "lr": args.lr, "weight_decay": 1e-4},
+            "optim": {"optimizer": args.optimizer, "lr": args.lr, "weight_decay": 1e-4},
             "train": {
                 "max_epochs": args.epochs,
                 "batch_size": 8,
@@ -360,6 +360,12 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument(
+        "--optimizer",
+        choices=["adam", "adadelta"],
+        default="adam",
+        help="adadelta (lr 1.0) is S1's: with Adam its ReLU-only models die (RESULTS.md)",
+    )
     p.add_argument("--small-repeats", type=int, default=3)
     p.add_argument(
         "--precision",
