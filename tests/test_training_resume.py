@@ -61,15 +61,15 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
         while not last.exists():
             assert proc.poll() is None, "training ended before it could be killed"
             assert time.monotonic() < deadline, "no checkpoint after 180 s"
-            time.sleep(0.05)
-        time.sleep(0.1)  # into a later epoch, or while a checkpoint is written
+            time.sleep(0.01)
+        # Killed as soon as the first checkpoint shows: on an idle machine an epoch of this tiny
+        # run takes ~10 ms, and a further 0.1 s wait once let all 12 epochs finish first.
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    if (killed / "folds" / "r0_f0" / "metrics.json").exists():
-        pytest.skip("the machine was too fast: fold 0 finished before the kill")
     epoch_at_kill = torch.load(last, weights_only=True)["epoch"] if last.exists() else -1
-    assert epoch_at_kill < 11
+    if (killed / "folds" / "r0_f0" / "metrics.json").exists() or epoch_at_kill >= 11:
+        pytest.skip("the machine was too fast: fold 0 trained every epoch before the kill")
 
     assert cv.main([str(cache), *ARGS, "--out", str(killed), "--resume"]) == 0
     if epoch_at_kill >= 0:  # the resumed fold continued after the latest finished epoch
