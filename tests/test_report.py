@@ -103,8 +103,10 @@ def test_runs_of_one_model_get_distinct_rows(runs, tmp_path):
     loaded = [read_run(cnn), read_run(tmp_path / "other" / cnn.name)]
     assert loaded[0].model == loaded[1].model == "mrinet"
     out = build_report([cnn, twin], tmp_path / "twins.html")
-    html_text = out.read_text()
-    assert f"other/{cnn.name}" in html_text and f"{cnn.parent.name}/{cnn.name}" in html_text
+    metrics = re.search(r"id=.metrics.*?</table>", out.read_text(), re.S)
+    assert metrics is not None
+    assert f">other/{cnn.name}<" in metrics.group(0)
+    assert f">{cnn.parent.name}/{cnn.name}<" in metrics.group(0)
     assert list(_metrics_table(loaded)["model"]) == ["mrinet", "mrinet"]
 
 

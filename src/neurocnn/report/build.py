@@ -237,8 +237,9 @@ def build_report(
     if not runs:
         raise NeuroCNNError("give at least one run folder")
     loaded = [read_run(r) for r in runs]
+    clashing = {n for n in (r.name for r in loaded) if sum(r.name == n for r in loaded) > 1}
     for run in loaded:  # same folder names under different parents: say which parent
-        if sum(r.name == run.name for r in loaded) > 1:
+        if run.name in clashing:
             run.name = f"{run.path.parent.name}/{run.path.name}"
     main = loaded[0]
     interp = read_interpretation(interpretation or main.path / "interpret")
