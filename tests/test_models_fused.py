@@ -50,11 +50,12 @@ def test_fused_bn_relu_gradient_and_a_second_backward_raises() -> None:
 def test_lean_allocator_runs_once_and_respects_the_users_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from neurocnn.models import allocator
 
-    monkeypatch.setattr(allocator, "_done", False)
+    monkeypatch.setattr(allocator, "_state", None)
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert allocator.lean_allocator() is False  # the user's own setting wins
+    assert allocator.lean_allocator() is False  # and stays reported as not in effect
     calls: list[tuple[int, int]] = []
-    monkeypatch.setattr(allocator, "_done", False)
+    monkeypatch.setattr(allocator, "_state", None)
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
 
     class FakeLibc:

@@ -25,15 +25,18 @@ log = logging.getLogger(__name__)
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 THRESHOLD_BYTES = 256 * 1024
 
-_done = False
+_state: bool | None = None  # None: not tried yet; else whether the threshold is in effect
 
 
 def lean_allocator() -> bool:
     """Set glibc's mmap threshold to 256 KiB (once per process); whether it is now in effect."""
-    global _done
-    if _done:
-        return True
-    _done = True
+    global _state
+    if _state is None:
+        _state = _set_threshold()
+    return _state
+
+
+def _set_threshold() -> bool:
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or os.environ.get("NEUROCNN_KEEP_ALLOCATOR") == "1":
         return False
     try:
