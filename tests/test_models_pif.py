@@ -68,6 +68,25 @@ def test_batched_layer_equals_a_loop_over_patches(overlap: bool, blocks: int) ->
     torch.testing.assert_close(layer(x), expected.flatten(1), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batched_gradients_equal_the_loop_gradients(channels_last: bool) -> None:
+    """Input, weight and bias gradients, with padded axes and the shifted grid."""
+    torch.manual_seed(1)
+    layer = PIFLayer(3, 4, (11, 13, 10), patch_size=5, overlap=True, reassemble=False)
+    x = torch.randn(2, 3, 11, 13, 10)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    upstream = torch.randn(2, layer.output_shape[0])
+    grads = []
+    for forward in (lambda t: layer(t), lambda t: _reference(layer, t).flatten(1)):
+        layer.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        (forward(xi) * upstream).sum().backward()
+        grads.append([xi.grad, layer.weights[0].grad.clone(), layer.biases[0].grad.clone()])
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_reassembly_puts_each_patch_back_in_place() -> None:
     torch.manual_seed(0)
     layer = PIFLayer(2, 3, (10, 15, 5), patch_size=5, kernel_size=3)

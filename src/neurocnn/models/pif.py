@@ -34,6 +34,28 @@ from neurocnn.models.blocks import Shape, as_tuple, bn_cls, fmt_shape
 from neurocnn.models.blocks import activation as make_activation
 
 
+class _ChannelRows(torch.autograd.Function):
+    """(B, C, *spatial) → (B, voxels + 1, C): channel vectors as rows, then one zero row.
+
+    One (transposing) copy forward; the gradient is a view of the incoming one (no copy back),
+    which autograd's own slice assignment did not manage.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        b, c = x.shape[:2]
+        ctx.spatial = tuple(x.shape[2:])
+        voxels = math.prod(ctx.spatial)
+        rows = x.new_zeros(b, voxels + 1, c)
+        rows[:, :voxels].unflatten(1, ctx.spatial).copy_(x.movedim(1, -1))
+        return rows
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        voxels = math.prod(ctx.spatial)
+        return grad[:, :voxels].unflatten(1, ctx.spatial).movedim(-1, 1)
+
+
 class PIFLayer(nn.Module):
     """Patch individual filter layer for 2D or 3D feature maps (dims = len(input_shape)).
 
@@ -112,7 +134,10 @@ class PIFLayer(nn.Module):
         self.acts = nn.ModuleList()
         channels = in_channels
         for _ in range(num_blocks):
-            w = torch.empty(n, out_channels, channels, *self.kernel)
+            # (n, out, in, *kernel) stored in-channel-last, so that the flattened (n·out, in,
+            # *kernel) view is already in the channels-last format the grouped convolution reads
+            # (no weight reorder per call).
+            w = torch.empty(n, out_channels, *self.kernel, channels).movedim(-1, 2)
             b = torch.empty(n, out_channels)
             self._reset(w, b, channels)
             self.weights.append(nn.Parameter(w))
@@ -122,10 +147,8 @@ class PIFLayer(nn.Module):
             channels = out_channels
         self._conv = getattr(F, f"conv{dims}d")
         # Computed on the CPU even when the layer is built on the meta device (for shapes only).
-        index, pad = self._gather_index()
         device = self.weights[0].device
-        self.register_buffer("_index", index.to(device), persistent=False)
-        self.register_buffer("_pad", pad.to(device), persistent=False)
+        self.register_buffer("_index", self._gather_index().to(device), persistent=False)
 
     def _reset(self, weight: Tensor, bias: Tensor, fan_in_channels: int) -> None:
         # PyTorch's Conv default (kaiming-uniform with a=√5), per patch, as in the authors' layer.
@@ -143,13 +166,14 @@ class PIFLayer(nn.Module):
         channels = self.out_channels * (2 if self.overlap else 1)
         return (channels, *(g * s for g, s in zip(self.grid, q, strict=True)))
 
-    # Patches are cut with one gather in the channels-last layout (B, *spatial, C): each index
-    # moves a whole channel vector, padding and the shifted grid come for free, and the grouped
-    # convolution then runs channels-last, which oneDNN does fastest. (Pad-then-permute in
-    # (B, C, *spatial) order made several slow copies and was 3-4× slower overall.)
+    # Patches are cut with one gather in the channels-last layout (B, voxels + 1, C): each index
+    # moves a whole channel vector, the shifted grid comes for free, padding voxels read the extra
+    # zero row, and the grouped convolution then runs channels-last, which oneDNN does fastest.
+    # (Pad-then-permute in (B, C, *spatial) order made several slow copies and was 3-4× slower
+    # overall; zeroing the padding with `index_fill` afterwards cost two copies of all patches.)
 
-    def _gather_index(self) -> tuple[Tensor, Tensor]:
-        """Source voxel of every (position in patch, patch) pair, and which of them are padding."""
+    def _gather_index(self) -> Tensor:
+        """Source row of every (position in patch, patch) pair; padding reads row `voxels`."""
         grids = [(self.grid, (0,) * self.dims)]
         if self.overlap:
             grids.append((self.shifted_grid, self.shift))
@@ -173,7 +197,7 @@ class PIFLayer(nn.Module):
         for axis, c in enumerate(coords):
             inside &= c < self.input_shape[axis]
             flat = flat * self.input_shape[axis] + c.clamp(max=self.input_shape[axis] - 1)
-        return flat.reshape(-1), (~inside).reshape(-1).nonzero().flatten()
+        return flat.masked_fill(~inside, math.prod(self.input_shape)).reshape(-1)
 
     def _assemble(self, y: Tensor, grid: Shape) -> Tensor:
         """(B, P·F, *q) → channels-last (B, *grid·q, F): the inverse of `_split` on the outputs."""
@@ -194,13 +218,12 @@ class PIFLayer(nn.Module):
                 f"{fmt_shape(tuple(x.shape[2:]))}"
             )
         b, c = x.shape[:2]
-        rows = x.movedim(1, -1).reshape(-1, c)  # (B·voxels, C): a view when x is channels-last
-        voxels = rows.shape[0] // b
-        index = (self._index + voxels * torch.arange(b, device=x.device).view(b, 1)).flatten()
-        patches = rows.index_select(0, index)  # whole rows of C channels: the fast path
-        if self._pad.numel():
-            pads = self._pad + self._index.numel() * torch.arange(b, device=x.device).view(b, 1)
-            patches = patches.index_fill(0, pads.flatten(), 0.0)
+        voxels = math.prod(self.input_shape)
+        # (B, voxels + 1, C): the voxels' channel vectors (one transposing copy, or a plain one
+        # when x is channels-last) and a zero row that the padding positions read
+        rows = _ChannelRows.apply(x)
+        index = (self._index + (voxels + 1) * torch.arange(b, device=x.device).view(b, 1)).flatten()
+        patches = rows.view(-1, c).index_select(0, index)  # whole rows of C channels: the fast path
         patches = patches.view(b, *self.patch, self.num_patches * c).movedim(-1, 1)
         y = patches
         for w, bias, norm, act in zip(self.weights, self.biases, self.norms, self.acts, strict=True):
