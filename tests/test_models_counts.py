@@ -127,3 +127,22 @@ def test_multimodal_count_is_branches_plus_fusion_head() -> None:
     branch = models.count_parameters(single.features)
     fused = models.count_parameters("sequential_3", modalities=3)
     assert fused == 3 * branch + (3 * single.feature_dim * 128 + 128) + (128 * 2 + 2)
+
+
+@pytest.mark.parametrize("name", ["sequential_2", "inception_resnet_2"])
+def test_hu2020_batch_norm_option(name: str) -> None:
+    """BatchNorm after every convolution (not the paper's default): conv biases go, γ/β come."""
+    with torch.device("meta"):
+        plain = models.build(name)
+        normed = models.build(name, batch_norm=True)
+    convs = [m for m in plain.modules() if isinstance(m, torch.nn.Conv3d)]
+    norms = [m for m in normed.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert len(norms) == len(convs) > 0
+    assert all(m.bias is None for m in normed.modules() if isinstance(m, torch.nn.Conv3d))
+    # each conv loses its bias (out channels) and its BatchNorm adds γ and β (2 × out channels)
+    assert models.count_parameters(normed) == models.count_parameters(plain) + sum(
+        c.out_channels for c in convs
+    )
+    net = models.build(name, batch_norm=True, input_shape=(27, 27, 27))
+    net(torch.randn(2, 1, 27, 27, 27)).sum().backward()
+    assert all(p.grad is not None for p in net.parameters())

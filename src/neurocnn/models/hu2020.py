@@ -20,6 +20,13 @@ Departures from the authors' Keras code, on purpose:
   the original it read the first sum and the second module was dead).
 
 Initialisation: glorot-uniform weights and zero biases (Keras' defaults, as in the original).
+
+Option not in the paper: ``batch_norm=True`` puts BatchNorm between every convolution and its ReLU
+(the convolutions then have no bias). Without normalisation these networks are hard to train on
+small cohorts: with Adam at 3e-4 or more the ReLUs of the FC128 head and of the second conv_pool
+die within a few dozen steps and the logits stop depending on the input (benchmarks/RESULTS.md,
+"S1's models do not train here"). BatchNorm keeps the convolutions' outputs at unit scale, but on
+the demo cohort it did not make sequential_2 generalise either; it is off by default.
 """
 
 from __future__ import annotations
@@ -38,27 +45,33 @@ FILTERS = 32
 RESIDUAL_SCALE = 0.3  # the authors' scaling of the inception branch before the residual sum
 
 
-def _conv_relu(in_channels: int, out_channels: int, kernel: tuple[int, int, int]) -> nn.Sequential:
+def _conv_layers(
+    in_channels: int, out_channels: int, kernel: tuple[int, int, int], batch_norm: bool
+) -> OrderedDict[str, nn.Module]:
+    """Conv 'same' → [BatchNorm] → ReLU; the conv has no bias when BatchNorm follows it."""
     padding = tuple(k // 2 for k in kernel)  # 'same' for odd kernels
-    return nn.Sequential(
-        OrderedDict(
-            conv=nn.Conv3d(in_channels, out_channels, kernel, padding=padding),
-            relu=nn.ReLU(inplace=False),
-        )
+    layers: OrderedDict[str, nn.Module] = OrderedDict(
+        conv=nn.Conv3d(in_channels, out_channels, kernel, padding=padding, bias=not batch_norm)
     )
+    if batch_norm:
+        layers["bn"] = nn.BatchNorm3d(out_channels)
+    layers["relu"] = nn.ReLU(inplace=False)
+    return layers
+
+
+def _conv_relu(
+    in_channels: int, out_channels: int, kernel: tuple[int, int, int], batch_norm: bool = False
+) -> nn.Sequential:
+    return nn.Sequential(_conv_layers(in_channels, out_channels, kernel, batch_norm))
 
 
 class ConvPool(nn.Sequential):
-    """Conv 3³ 'same' → ReLU → MaxPool 3 stride 3 (valid)."""
+    """Conv 3³ 'same' → [BatchNorm] → ReLU → MaxPool 3 stride 3 (valid)."""
 
-    def __init__(self, in_channels: int, filters: int = FILTERS) -> None:
-        super().__init__(
-            OrderedDict(
-                conv=nn.Conv3d(in_channels, filters, 3, padding=1),
-                relu=nn.ReLU(inplace=False),
-                pool=nn.MaxPool3d(3, stride=3),
-            )
-        )
+    def __init__(self, in_channels: int, filters: int = FILTERS, batch_norm: bool = False) -> None:
+        layers = _conv_layers(in_channels, filters, (3, 3, 3), batch_norm)
+        layers["pool"] = nn.MaxPool3d(3, stride=3)
+        super().__init__(layers)
 
 
 class Inception(nn.Module):
@@ -68,27 +81,27 @@ class Inception(nn.Module):
     5³; 4. max-pool 3 stride 1 'same' → 1³. Every convolution is followed by ReLU.
     """
 
-    def __init__(self, in_channels: int, filters: int = FILTERS) -> None:
+    def __init__(self, in_channels: int, filters: int = FILTERS, batch_norm: bool = False) -> None:
         super().__init__()
         self.out_channels = 4 * filters
-        self.tower1 = _conv_relu(in_channels, filters, (1, 1, 1))
-        self.tower3 = self._factorised(in_channels, filters, 3)
-        self.tower5 = self._factorised(in_channels, filters, 5)
+        self.tower1 = _conv_relu(in_channels, filters, (1, 1, 1), batch_norm)
+        self.tower3 = self._factorised(in_channels, filters, 3, batch_norm)
+        self.tower5 = self._factorised(in_channels, filters, 5, batch_norm)
         self.tower_pool = nn.Sequential(
             OrderedDict(
                 pool=nn.MaxPool3d(3, stride=1, padding=1),
-                reduce=_conv_relu(in_channels, filters, (1, 1, 1)),
+                reduce=_conv_relu(in_channels, filters, (1, 1, 1), batch_norm),
             )
         )
 
     @staticmethod
-    def _factorised(in_channels: int, filters: int, k: int) -> nn.Sequential:
+    def _factorised(in_channels: int, filters: int, k: int, batch_norm: bool) -> nn.Sequential:
         return nn.Sequential(
             OrderedDict(
-                reduce=_conv_relu(in_channels, filters, (1, 1, 1)),
-                axis0=_conv_relu(filters, filters, (k, 1, 1)),
-                axis1=_conv_relu(filters, filters, (1, k, 1)),
-                axis2=_conv_relu(filters, filters, (1, 1, k)),
+                reduce=_conv_relu(in_channels, filters, (1, 1, 1), batch_norm),
+                axis0=_conv_relu(filters, filters, (k, 1, 1), batch_norm),
+                axis1=_conv_relu(filters, filters, (1, k, 1), batch_norm),
+                axis2=_conv_relu(filters, filters, (1, 1, k), batch_norm),
             )
         )
 
@@ -103,12 +116,12 @@ class ResidualInception(nn.Module):
     and the identity otherwise (second module), as in the authors' model.
     """
 
-    def __init__(self, in_channels: int, filters: int = FILTERS) -> None:
+    def __init__(self, in_channels: int, filters: int = FILTERS, batch_norm: bool = False) -> None:
         super().__init__()
-        self.inception = Inception(in_channels, filters)
+        self.inception = Inception(in_channels, filters, batch_norm)
         width = self.inception.out_channels
         self.shortcut: nn.Module = (
-            nn.Identity() if in_channels == width else _conv_relu(in_channels, width, (1, 1, 1))
+            nn.Identity() if in_channels == width else _conv_relu(in_channels, width, (1, 1, 1), batch_norm)
         )
         self.out_channels = width
 
@@ -127,6 +140,8 @@ class Hu2020Net(NeuroNet):
         Number of inception modules after the conv_pool blocks (0 for sequential models).
     residual:
         Wrap the inception modules in the residual sum (inception_resnet models).
+    batch_norm:
+        BatchNorm after every convolution (not in the paper; see the module docstring).
     """
 
     def __init__(
@@ -142,6 +157,7 @@ class Hu2020Net(NeuroNet):
         filters: int = FILTERS,
         hidden: int = 128,
         dropout: float = 0.5,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         pools = [(3, 3, 0)] * conv_pools
@@ -156,14 +172,18 @@ class Hu2020Net(NeuroNet):
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         channels = in_channels
         for i in range(conv_pools):
-            layers[f"conv_pool{i + 1}"] = ConvPool(channels, filters)
+            layers[f"conv_pool{i + 1}"] = ConvPool(channels, filters, batch_norm)
             channels = filters
         for i in range(inceptions):
-            module = ResidualInception(channels, filters) if residual else Inception(channels, filters)
+            module = (
+                ResidualInception(channels, filters, batch_norm)
+                if residual
+                else Inception(channels, filters, batch_norm)
+            )
             layers[f"{'res_inception' if residual else 'inception'}{i + 1}"] = module
             channels = module.out_channels
         if inceptions:
-            layers["reduce"] = _conv_relu(channels, filters, (1, 1, 1))
+            layers["reduce"] = _conv_relu(channels, filters, (1, 1, 1), batch_norm)
             channels = filters
         self.features = nn.Sequential(layers)
         self.gradcam_layer = f"features.{next(reversed(layers))}"
@@ -207,6 +227,7 @@ def _make_builder(name: str, conv_pools: int, inceptions: int, residual: bool):
         filters: int = FILTERS,
         hidden: int = 128,
         dropout: float = 0.5,
+        batch_norm: bool = False,
     ) -> Hu2020Net:
         return Hu2020Net(
             name=name,
@@ -219,6 +240,7 @@ def _make_builder(name: str, conv_pools: int, inceptions: int, residual: bool):
             filters=filters,
             hidden=hidden,
             dropout=dropout,
+            batch_norm=batch_norm,
         )
 
     builder.__name__ = name
