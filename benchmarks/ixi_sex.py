@@ -48,6 +48,7 @@ WORK = ROOT / "benchmarks" / "_work" / "ixi_sex"
 BASE = ROOT / "benchmarks" / "_work" / "baselines"
 SPLITS = BASE / "splits.tsv"
 T1_CACHE = ROOT / "benchmarks" / "_work" / "ixi_3mm"
+RIGID_CACHE = ROOT / "benchmarks" / "_work" / "ixi_3mm_rigid"  # rigid registration: head size kept
 TISSUE_CACHE = WORK / "tissue_3mm"
 PIF_CACHE = WORK / "t1_1p5mm"
 IXI = ROOT.parent / "shared" / "data" / "ixi"
@@ -59,6 +60,11 @@ DATE = "2026-11-21"
 # name -> (description, cache, model section)
 CNNS: dict[str, tuple[str, Path, dict[str, Any]]] = {
     "mrinet": ("MriNet (S3, Xin et al. 2019), T1", T1_CACHE, {"name": "mrinet"}),
+    "mrinet_rigid": (
+        "MriNet, T1 registered rigidly (head size kept)",
+        RIGID_CACHE,
+        {"name": "mrinet"},
+    ),
     "sequential_2": ("S1 sequential_2, T1", T1_CACHE, {"name": "sequential_2"}),
     "inception_1": ("S1 inception_1, T1", T1_CACHE, {"name": "inception_1"}),
     "s1_multimodal": (
@@ -229,6 +235,36 @@ def _timing(name: str, seconds: float) -> None:
     path.write_text(json.dumps(timings, indent=1))
 
 
+def prepare_rigid() -> None:
+    """The T1 cohort again with a rigid registration: brains keep their size (a strong sex cue)."""
+    from neurocnn.data.cohort import read_cohort
+    from neurocnn.data.prepare import prepare_cohort
+    from neurocnn.data.preprocess import PrepareParams
+
+    cohort = read_cohort(
+        IXI / "participants.csv", images=["t1"], label="sex", covariates=["age"], mask="dlmuse",
+        require_labels=False,
+    )  # fmt: skip
+    params = PrepareParams(voxel_size=3.0, registration=True, transform="Rigid")
+    prepare_cohort(cohort, RIGID_CACHE, params, jobs=2, progress=True)
+
+
+def run_rigid_baselines() -> None:
+    """Baselines for the rigid cohort, on the same splits: head size alone, and the voxel SVM."""
+    from neurocnn.baselines import CVOptions, run_regional, run_svm
+
+    def options(**kw: Any) -> CVOptions:
+        return CVOptions(splits=SPLITS, n_jobs=2, save_models=False, progress=True, **kw)
+
+    out = WORK / "baselines"
+    if not (out / "icv_lr" / "summary.json").exists():
+        # intracranial volume (DLMUSE label 702) as the only feature
+        table = IXI / "regional_volumes.csv"
+        run_regional(RIGID_CACHE, out / "icv_lr", options(), models=["lr"], table=table, columns=["702"])
+    if not (out / "svm_voxels_rigid" / "summary.json").exists():
+        run_svm(RIGID_CACHE, out / "svm_voxels_rigid", options())
+
+
 def finished_cnns() -> list[str]:
     return [n for n in CNNS if (WORK / "runs" / n / "summary.json").exists()]
 
@@ -354,7 +390,12 @@ def results(args: argparse.Namespace) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["data", "cnn", "small", "interpret", "results", "all"], default="all")
+    p.add_argument(
+        "--stage",
+        choices=["data", "cnn", "small", "interpret", "results", "all", "rigid-baselines"],
+        default="all",
+        help="rigid-baselines: head size alone and the voxel SVM on the rigidly registered cohort",
+    )
     p.add_argument("--only", help=f"comma-separated CNNs (default {','.join(DEFAULT_CNNS)})")
     p.add_argument("--fold", type=int, action="append", help="train only these folds (repeatable)")
     p.add_argument("--epochs", type=int, default=30)
@@ -373,6 +414,9 @@ def main() -> int:
         help="Lightning precision (bf16-mixed: 1.5× faster MriNet steps on an AVX-512 BF16 CPU)",
     )
     p.add_argument("--pif", action="store_true", help="data: also the 1.5 mm cohort for S2's models")
+    p.add_argument(
+        "--rigid", action="store_true", help="data: also the T1 cohort registered rigidly (head size kept)"
+    )
     args = p.parse_args()
     names = args.only.split(",") if args.only else list(DEFAULT_CNNS)
     unknown = [n for n in names if n not in CNNS]
@@ -382,12 +426,16 @@ def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     if args.stage in ("data", "all"):
         prepare_data(args.pif)
+        if args.rigid:
+            prepare_rigid()
     if args.stage in ("cnn", "all"):
         run_cnns(names, args)
     if args.stage in ("small", "all"):
         run_small([n for n in names if n in ("pif_cnn", "pif_baseline", "mrinet")], args)
     if args.stage in ("interpret", "all"):
         interpret_best(args)
+    if args.stage == "rigid-baselines":
+        run_rigid_baselines()
     if args.stage in ("results", "all"):
         results(args)
     return 0
