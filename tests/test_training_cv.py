@@ -93,7 +93,7 @@ def test_run_folder_layout(reference, cohort):
         "prediction",
     ]
     assert sorted(pred["index"]) == list(range(36))  # every subject predicted once, out of fold
-    assert np.allclose(pred[["prob_control", "prob_patient"]].sum(1), 1, atol=1e-5)
+    assert np.allclose(pred[["prob_control", "prob_patient"]].sum(axis=1), 1, atol=1e-5)
     test_ids = splits[(splits["role"] == "test")].set_index("index")["fold"]
     assert (pred.set_index("index")["fold"] == test_ids.loc[pred["index"]].to_numpy()).all()
     metrics = json.loads((reference / "metrics.json").read_text())
