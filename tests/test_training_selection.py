@@ -55,3 +55,26 @@ def test_test_fold_perturbation_does_not_change_the_chosen_checkpoint(tmp_path):
     pa = pd.read_csv(tmp_path / "fold_a/predictions.csv")
     pb = pd.read_csv(tmp_path / "fold_b/predictions.csv")
     assert not np.allclose(pa["prob_patient"], pb["prob_patient"])
+
+
+def test_min_epochs_keeps_early_stopping_from_ending_training_sooner(tmp_path):
+    """Weights that cannot move (lr 1e-30, no BatchNorm) give a flat validation loss: patience 1
+    stops at epoch 1, unless min_epochs holds training to the end."""
+    import lightning.pytorch  # noqa: F401
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    path = write_cache(tmp_path / "cache", 24, effect=3.0)
+    cache = open_cache(path)
+    ids = split_indices(kfold(cache.manifest, 3, val_fraction=0.2), 0, 0)
+    plan = FoldPlan(0, 0, ids["train"], ids["val"], ids["test"])
+    frozen = {
+        "model": {"name": "sequential_1", "options": {"filters": 2, "hidden": 4, "dropout": 0.0}},
+        "optim": {"optimizer": "adam", "lr": 1e-30},
+    }
+    runs = {}
+    for min_epochs in (0, 5):
+        train = {"max_epochs": 5, "batch_size": 8, "early_stopping": 1, "min_epochs": min_epochs}
+        config = parse_config(tiny_config(path, train=train, **frozen))
+        runs[min_epochs] = fit_fold(config, cache, plan, tmp_path / f"fold_{min_epochs}", progress=False)
+    assert runs[0]["epochs_run"] == 2 and runs[0]["early_stopping_epoch"] is not None
+    assert runs[5]["epochs_run"] == 5

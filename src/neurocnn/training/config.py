@@ -68,6 +68,12 @@ class TrainConfig(_Section):
     early_stopping: int | None = Field(
         10, ge=1, description="patience in epochs on the validation loss; None: off"
     )
+    min_epochs: int = Field(
+        0,
+        ge=0,
+        description="early stopping cannot end training before this many epochs (networks whose "
+        "validation loss first rises, such as MriNet on IXI, need a few epochs before it falls)",
+    )
     select: Literal["balanced_accuracy", "loss"] = Field(
         "balanced_accuracy", description="validation metric that picks the best checkpoint"
     )

@@ -212,6 +212,7 @@ def make_trainer(
     t = config.train
     trainer = L.Trainer(
         max_epochs=t.max_epochs,
+        min_epochs=min(t.min_epochs, t.max_epochs) or None,
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
