@@ -188,6 +188,7 @@ def cv_config(name: str, args: argparse.Namespace, **splits: Any) -> Any:
                 "max_epochs": args.epochs,
                 "batch_size": 8,
                 "early_stopping": args.patience,
+                "min_epochs": args.min_epochs,
                 "select": "loss",  # ~13 validation subjects: the loss is a steadier guide than accuracy
                 "precision": args.precision,
             },
@@ -201,7 +202,7 @@ def run_cnns(names: list[str], args: argparse.Namespace) -> None:
     from neurocnn.training import run_cv
 
     for name in names:
-        out = WORK / "runs" / name
+        out = WORK / "runs" / f"{name}{args.suffix}"
         if (out / "summary.json").exists() and not args.fold:
             print(f"{name}: kept", flush=True)
             continue
@@ -400,12 +401,16 @@ def main() -> int:
     p.add_argument("--fold", type=int, action="append", help="train only these folds (repeatable)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--min-epochs", type=int, default=0, help="early stopping cannot stop before this epoch")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument(
         "--optimizer",
         choices=["adam", "adadelta"],
         default="adam",
         help="adadelta (lr 1.0) is S1's: with Adam its ReLU-only models die (RESULTS.md)",
+    )
+    p.add_argument(
+        "--suffix", default="", help="cnn: appended to the run folder's name (another setting, same model)"
     )
     p.add_argument("--small-repeats", type=int, default=3)
     p.add_argument(

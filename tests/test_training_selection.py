@@ -77,4 +77,4 @@ def test_min_epochs_keeps_early_stopping_from_ending_training_sooner(tmp_path):
         config = parse_config(tiny_config(path, train=train, **frozen))
         runs[min_epochs] = fit_fold(config, cache, plan, tmp_path / f"fold_{min_epochs}", progress=False)
     assert runs[0]["epochs_run"] == 2 and runs[0]["early_stopping_epoch"] is not None
-    assert runs[5]["epochs_run"] == 5
+    assert runs[5]["epochs_run"] == 5 and runs[5]["early_stopping_epoch"] is None

@@ -304,6 +304,8 @@ def fit_fold(
     write_predictions(fold_dir / "predictions.csv", cache, plan, probs, preds)
     history = write_history(fold_dir)
     stopped = stopper.stopped_epoch if stopper is not None and stopper.stopped_epoch else None
+    if stopped is not None and trainer.current_epoch >= t.max_epochs:
+        stopped = None  # the stopper asked, but min_epochs kept training to the end
     y_test = labels[plan.test]
     result = {
         "repeat": plan.repeat,
