@@ -100,7 +100,7 @@ def test_runs_of_one_model_get_distinct_rows(runs, tmp_path):
     cnn, _ = runs
     twin = tmp_path / "other" / cnn.name
     shutil.copytree(cnn, twin)
-    loaded = [read_run(cnn), read_run(tmp_path / "other" / cnn.name)]
+    loaded = [read_run(cnn), read_run(twin)]
     assert loaded[0].model == loaded[1].model == "mrinet"
     out = build_report([cnn, twin], tmp_path / "twins.html")
     metrics = re.search(r"id=.metrics.*?</table>", out.read_text(), re.S)

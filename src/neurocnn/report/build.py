@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -237,9 +238,9 @@ def build_report(
     if not runs:
         raise NeuroCNNError("give at least one run folder")
     loaded = [read_run(r) for r in runs]
-    clashing = {n for n in (r.name for r in loaded) if sum(r.name == n for r in loaded) > 1}
+    names = Counter(run.name for run in loaded)
     for run in loaded:  # same folder names under different parents: say which parent
-        if run.name in clashing:
+        if names[run.name] > 1:
             run.name = f"{run.path.parent.name}/{run.path.name}"
     main = loaded[0]
     interp = read_interpretation(interpretation or main.path / "interpret")
