@@ -183,7 +183,12 @@ def cv_config(name: str, args: argparse.Namespace, **splits: Any) -> Any:
             "cache": str(cache),
             "model": model,
             "splits": {"table": str(SPLITS), **splits},
-            "optim": {"optimizer": args.optimizer, "lr": args.lr, "weight_decay": 1e-4},
+            "optim": {
+                "optimizer": args.optimizer,
+                "lr": args.lr,
+                "weight_decay": 1e-4,
+                "schedule": args.schedule,
+            },
             "train": {
                 "max_epochs": args.epochs,
                 "batch_size": 8,
@@ -428,6 +433,12 @@ def main() -> int:
         choices=["adam", "adadelta"],
         default="adam",
         help="adadelta (lr 1.0) is S1's: with Adam its ReLU-only models die (RESULTS.md)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=["none", "cosine"],
+        default="none",
+        help="learning-rate schedule (cosine: annealed to 0 over --epochs)",
     )
     p.add_argument(
         "--suffix", default="", help="cnn: appended to the run folder's name (another setting, same model)"
