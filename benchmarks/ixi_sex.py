@@ -194,6 +194,7 @@ def cv_config(name: str, args: argparse.Namespace, **splits: Any) -> Any:
                 "batch_size": 8,
                 "early_stopping": args.patience,
                 "min_epochs": args.min_epochs,
+                "ema": args.ema,
                 "select": "loss",  # ~13 validation subjects: the loss is a steadier guide than accuracy
                 "precision": args.precision,
             },
@@ -440,6 +441,7 @@ def main() -> int:
         default="none",
         help="learning-rate schedule (cosine: annealed to 0 over --epochs)",
     )
+    p.add_argument("--ema", type=float, help="moving average of the weights, decay per step (train.ema)")
     p.add_argument(
         "--suffix", default="", help="cnn: appended to the run folder's name (another setting, same model)"
     )

@@ -82,6 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="global batch size")
     g.add_argument("--early-stopping", type=int, help="patience in epochs on validation loss; 0: off")
     g.add_argument("--min-epochs", type=int, help="early stopping cannot stop before this epoch")
+    g.add_argument(
+        "--ema", type=float, help="moving average of the weights, decay per step (e.g. 0.95); default off"
+    )
     g.add_argument("--select", choices=["balanced_accuracy", "loss"], help="best-checkpoint metric")
     g.add_argument("--class-weights", choices=["balanced", "none"])
     g.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
@@ -184,6 +187,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("train", "max_epochs", args.epochs)
     put("train", "batch_size", args.batch_size)
     put("train", "min_epochs", args.min_epochs)
+    put("train", "ema", args.ema)
     if args.early_stopping is not None:
         o["train"]["early_stopping"] = args.early_stopping or None
     for key in ("select", "class_weights", "precision", "accelerator", "strategy", "num_nodes"):

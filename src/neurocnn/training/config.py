@@ -74,6 +74,13 @@ class TrainConfig(_Section):
         description="early stopping cannot end training before this many epochs (networks whose "
         "validation loss first rises, such as MriNet on IXI, need a few epochs before it falls)",
     )
+    ema: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="exponential moving average of the weights (and BatchNorm statistics) with this "
+        "decay per optimiser step; validation, checkpoints and predictions use the average. None: off",
+    )
     select: Literal["balanced_accuracy", "loss"] = Field(
         "balanced_accuracy", description="validation metric that picks the best checkpoint"
     )

@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from torch.utils.data import DataLoader
 
@@ -183,7 +183,8 @@ def make_trainer(
     progress: bool,
 ) -> tuple[L.Trainer, ModelCheckpoint, EarlyStopping | None]:
     """The Trainer of one split: best checkpoint by the validation metric, last checkpoint, early
-    stopping on the validation loss, loggers; the split's own sampler (no distributed sampler)."""
+    stopping on the validation loss, the weights' moving average if asked, loggers; the split's own
+    sampler (no distributed sampler)."""
     by_accuracy = config.train.select == "balanced_accuracy"
     checkpoint = ModelCheckpoint(
         dirpath=fold_dir,
@@ -205,6 +206,10 @@ def make_trainer(
         enable_version_counter=False,
     )
     callbacks: list[Any] = [checkpoint, latest]
+    if config.train.ema is not None:
+        # Lightning's EMA: validated with the averaged weights; checkpoints hold the average as
+        # their state_dict (the raw weights under current_model_state, restored on resume)
+        callbacks.insert(0, EMAWeightAveraging(decay=config.train.ema, use_buffers=True))
     stopper = None
     if has_val and config.train.early_stopping:
         stopper = EarlyStopping(monitor="val_loss", mode="min", patience=config.train.early_stopping)
