@@ -34,12 +34,13 @@ from neurocnn.models.blocks import Shape, as_tuple, bn_cls, fmt_shape
 from neurocnn.models.blocks import activation as make_activation
 
 
-def _to_rows(x: Tensor, rows: Tensor) -> None:
-    """Copy (B, C, *spatial) into rows (B, voxels, C) with the fastest transposing copy."""
+def _to_rows(x: Tensor, rows: Tensor, channels_last: bool) -> None:
+    """Copy (B, C, *spatial) into rows (B, voxels, C): a plain copy when x is channels-last, else
+    ATen's blocked (B, C, V) → (B, V, C) transpose."""
     b, c = x.shape[:2]
-    if x.movedim(1, -1).is_contiguous():  # channels-last already: a plain copy
+    if channels_last:
         rows.view(b, *x.shape[2:], c).copy_(x.movedim(1, -1))
-    else:  # ATen's blocked (B, C, V) → (B, V, C) copy is ~6× faster than the 5-D movedim copy
+    else:
         rows.copy_(x.reshape(b, c, -1).transpose(1, 2))
 
 
@@ -60,11 +61,11 @@ class _GatherPatches(torch.autograd.Function):
         voxels = math.prod(x.shape[2:])
         rows = x.new_empty(b, voxels + 1, c)
         rows[:, voxels].zero_()
-        _to_rows(x, rows[:, :voxels])
+        ctx.channels_last = x.movedim(1, -1).is_contiguous()
+        _to_rows(x, rows[:, :voxels], ctx.channels_last)
         per_sample = index.numel()
         ctx.save_for_backward(inverse, shifted_src, shifted_dst)
         ctx.shape = tuple(x.shape)
-        ctx.channels_last = x.dim() > 3 and x.movedim(1, -1).is_contiguous()
         ctx.per_sample = per_sample
         flat = (index + (voxels + 1) * torch.arange(b, device=x.device).view(b, 1)).flatten()
         return rows.view(-1, c).index_select(0, flat)
