@@ -293,7 +293,24 @@ def run_rigid_baselines() -> None:
 
 
 def finished_cnns() -> list[str]:
-    return [n for n in CNNS if (WORK / "runs" / n / "summary.json").exists()]
+    """Finished CNN runs: each model's own folder and its variants (``--suffix``), not the subsets."""
+    runs = (WORK / "runs").glob("*/summary.json") if (WORK / "runs").exists() else []
+    names = sorted(p.parent.name for p in runs if "_subset20_r" not in p.parent.name)
+    return [n for n in names if base_cnn(n) is not None]
+
+
+def base_cnn(run: str) -> str | None:
+    """The CNNS entry a run folder belongs to (the longest name it equals or starts with + '_')."""
+    matches = [n for n in CNNS if run == n or run.startswith(n + "_")]
+    return max(matches, key=len) if matches else None
+
+
+def describe(run: str) -> str:
+    base = base_cnn(run)
+    if base is None:
+        return f"baseline ({run})"
+    suffix = run[len(base) + 1 :].replace("_", " ")
+    return CNNS[base][0] + (f", {suffix}" if suffix else "")
 
 
 def pooled(run: Path, metric: str = "balanced_accuracy") -> float:
@@ -304,7 +321,7 @@ def interpret_best(args: argparse.Namespace) -> Path | None:
     from neurocnn.interpret.perturbation import PerturbationConfig
     from neurocnn.interpret.pipeline import InterpretOptions, interpret_run
 
-    done = [n for n in finished_cnns() if CNNS[n][1] == T1_CACHE]
+    done = [n for n in finished_cnns() if CNNS[base_cnn(n) or n][1] == T1_CACHE]
     if not done:
         print("no finished T1 CNN to interpret", flush=True)
         return None
@@ -319,7 +336,7 @@ def interpret_best(args: argparse.Namespace) -> Path | None:
             atlases=("aal2", f"{JHU}.nii.gz:{JHU}.json"),
             top=5,
             masked_eval=True,
-            layer="features.block1" if best == "mrinet" else None,
+            layer="features.block1" if base_cnn(best) == "mrinet" else None,
             perturbation_subjects_per_fold=1,
             perturbation=PerturbationConfig(sigma_mask=3.0, precision="bfloat16"),
             randomisation=True,
@@ -361,7 +378,7 @@ def results(args: argparse.Namespace) -> None:
     ]
     for path in paths:
         r = rows.loc[path.name]
-        what = CNNS[path.name][0] if path.name in CNNS else f"baseline ({path.name})"
+        what = describe(path.name) if path.parent.name == "runs" else f"baseline ({path.name})"
         wall = timings.get(path.name)
         lines.append(
             f"| {path.name} | {what} | **{r['balanced_accuracy']:.3f}** ({r['balanced_accuracy_ci_low']:.3f}–"
