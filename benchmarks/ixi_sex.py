@@ -72,6 +72,11 @@ CNNS: dict[str, tuple[str, Path, dict[str, Any]]] = {
         TISSUE_CACHE,
         {"name": "sequential_2", "modalities": "branches"},
     ),
+    "mrinet_tissue": (
+        "MriNet, grey- and white-matter maps as two input channels",
+        TISSUE_CACHE,
+        {"name": "mrinet", "modalities": "channels"},
+    ),
     "densenet121": ("DenseNet-121 3D (S4), T1", T1_CACHE, {"name": "densenet121"}),
     "pif_cnn": ("PIF-CNN (S2), T1 at 1.5 mm", PIF_CACHE, {"name": "pif_cnn"}),
     "pif_baseline": ("plain 5-conv CNN (S2's baseline), T1 at 1.5 mm", PIF_CACHE, {"name": "pif_baseline"}),
@@ -174,15 +179,26 @@ def _drop_first_modality(src: Path, dst: Path) -> None:
     partial.rename(dst)
 
 
+def splits_without_val() -> Path:
+    """The baselines' split table with each fold's validation subjects moved to its training set
+    (for training to a fixed schedule and keeping the last epoch: no checkpoint selection)."""
+    from neurocnn.data.splits import load_splits, save_splits
+
+    table = load_splits(SPLITS)
+    table["role"] = table["role"].replace({"val": "train"})
+    return save_splits(table, WORK / "splits_no_val.tsv")
+
+
 def cv_config(name: str, args: argparse.Namespace, **splits: Any) -> Any:
     from neurocnn.training import parse_config
 
-    _, cache, model = CNNS[name]
+    _, cache, model = CNNS[base_cnn(name) or name]
+    table = splits_without_val() if args.no_val else SPLITS
     return parse_config(
         {
             "cache": str(cache),
             "model": model,
-            "splits": {"table": str(SPLITS), **splits},
+            "splits": {"table": str(table), **splits},
             "optim": {
                 "optimizer": args.optimizer,
                 "lr": args.lr,
@@ -457,6 +473,11 @@ def main() -> int:
         choices=["none", "cosine"],
         default="none",
         help="learning-rate schedule (cosine: annealed to 0 over --epochs)",
+    )
+    p.add_argument(
+        "--no-val",
+        action="store_true",
+        help="cnn: train on each fold's validation subjects too and keep the last epoch",
     )
     p.add_argument("--ema", type=float, help="moving average of the weights, decay per step (train.ema)")
     p.add_argument(
