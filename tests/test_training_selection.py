@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from neurocnn.data.cache import open_cache
@@ -78,3 +79,39 @@ def test_min_epochs_keeps_early_stopping_from_ending_training_sooner(tmp_path):
         runs[min_epochs] = fit_fold(config, cache, plan, tmp_path / f"fold_{min_epochs}", progress=False)
     assert runs[0]["epochs_run"] == 2 and runs[0]["early_stopping_epoch"] is not None
     assert runs[5]["epochs_run"] == 5 and runs[5]["early_stopping_epoch"] is None
+
+
+@pytest.mark.parametrize("select", ["loss", "balanced_accuracy"])
+def test_without_a_validation_set_the_last_epoch_is_kept_and_resumable(tmp_path, select):
+    """val_fraction 0: no selection; best.ckpt and last.ckpt are the final epoch, and a run
+    resumed from last.ckpt ends with the same weights as an uninterrupted one. (With
+    select=loss, two monitor-less checkpoint callbacks once had the same state key and Lightning
+    refused to start.)"""
+    import lightning.pytorch  # noqa: F401
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    path = write_cache(tmp_path / "cache", 24, effect=3.0)
+    cache = open_cache(path)
+    ids = split_indices(kfold(cache.manifest, 3, val_fraction=0.0), 0, 0)
+    assert len(ids["val"]) == 0
+    plan = FoldPlan(0, 0, ids["train"], ids["val"], ids["test"])
+
+    def config(epochs: int):
+        train = {"max_epochs": epochs, "batch_size": 8, "select": select}
+        return parse_config(tiny_config(path, train=train))
+
+    straight = fit_fold(config(3), cache, plan, tmp_path / "straight", progress=False)
+    assert straight["selection"] == "last epoch (no validation set)"
+    assert straight["best_epoch"] == 2 and straight["epochs_run"] == 3
+    best = torch.load(tmp_path / "straight/best.ckpt", weights_only=True)
+    last = torch.load(tmp_path / "straight/last.ckpt", weights_only=True)
+    assert best["epoch"] == last["epoch"] == 2
+    assert all(torch.equal(best["state_dict"][k], last["state_dict"][k]) for k in best["state_dict"])
+    fit_fold(config(2), cache, plan, tmp_path / "resumed", progress=False)
+    fit_fold(config(3), cache, plan, tmp_path / "resumed", resume=True, progress=False)
+    again = torch.load(tmp_path / "resumed/best.ckpt", weights_only=True)
+    assert again["epoch"] == 2
+    assert all(torch.allclose(again["state_dict"][k], best["state_dict"][k]) for k in best["state_dict"])
+    pa = pd.read_csv(tmp_path / "straight/predictions.csv")
+    pb = pd.read_csv(tmp_path / "resumed/predictions.csv")
+    assert np.allclose(pa["prob_patient"], pb["prob_patient"], atol=1e-6)

@@ -192,20 +192,27 @@ def make_trainer(
         monitor=("val_balanced_accuracy" if by_accuracy else "val_loss") if has_val else None,
         mode="max" if by_accuracy else "min",
         save_top_k=1,
+        # without a validation set "best" is the latest epoch, saved every epoch: last.ckpt with it
+        save_last=not has_val,
         enable_version_counter=False,
         auto_insert_metric_name=False,
     )
-    # Lightning's save_last writes last.ckpt only when a best checkpoint is saved; a resume needs
-    # the latest epoch, so a second callback keeps it (written after the best one, holding its state)
-    latest = ModelCheckpoint(
-        dirpath=fold_dir,
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        every_n_epochs=1,
-        enable_version_counter=False,
-    )
-    callbacks: list[Any] = [checkpoint, latest]
+    callbacks: list[Any] = [checkpoint]
+    if has_val:
+        # Lightning's save_last writes last.ckpt only when a best checkpoint is saved; a resume
+        # needs the latest epoch, so a second callback keeps it (written after the best one,
+        # holding its state). Without a validation set both would be monitor-less callbacks with
+        # the same state key, which Lightning refuses.
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=fold_dir,
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                every_n_epochs=1,
+                enable_version_counter=False,
+            )
+        )
     if config.train.ema is not None:
         # Lightning's EMA: validated with the averaged weights; checkpoints hold the average as
         # their state_dict (the raw weights under current_model_state, restored on resume)
