@@ -231,7 +231,7 @@ def run_cnns(names: list[str], args: argparse.Namespace) -> None:
         print(f"{name}: training", flush=True)
         t0 = time.perf_counter()
         result = run_cv(cv_config(name, args), out, folds=args.fold, resume=out.exists(), progress=True)
-        _timing(name, time.perf_counter() - t0)
+        _timing(out.name, time.perf_counter() - t0)
         if result.summary:
             pooled = result.summary["pooled"]["balanced_accuracy"]
             print(f"{name}: balanced accuracy {pooled['value']:.3f} {pooled['ci95']}", flush=True)

@@ -14,7 +14,7 @@ from neurocnn.data.splits import kfold, split_indices
 from neurocnn.evaluation.inference import predict_proba
 from neurocnn.training import parse_config
 from neurocnn.training.fold import FoldPlan, fit_fold
-from neurocnn.training.module import build_network
+from neurocnn.training.module import build_network, class_weights
 from neurocnn.training.transfer import load_state
 from training_fixtures import tiny_config, write_cache
 
@@ -41,8 +41,7 @@ def _val_loss(state, config, cache, plan) -> float:
     probs, _ = predict_proba(net, cache, plan.val)
     y = torch.as_tensor(cache.labels()[plan.val])
     # the module's loss: balanced class weights of the training fold, mean over subjects
-    counts = torch.bincount(torch.as_tensor(cache.labels()[plan.train]), minlength=2).double()
-    weights = (len(plan.train) / (2 * counts)).float()
+    weights = class_weights(cache.labels()[plan.train], len(cache.classes))
     return float(F.nll_loss(torch.log(torch.as_tensor(probs)), y, weight=weights, reduction="sum") / len(y))
 
 
