@@ -215,7 +215,7 @@ def cv_config(name: str, args: argparse.Namespace, **splits: Any) -> Any:
                 "precision": args.precision,
             },
             "augment": {"flip": True, "shift": (-2, 3)},
-            "seed": 0,
+            "seed": args.seed,
         }
     )
 
@@ -483,6 +483,7 @@ def main() -> int:
     p.add_argument(
         "--suffix", default="", help="cnn: appended to the run folder's name (another setting, same model)"
     )
+    p.add_argument("--seed", type=int, default=0, help="cnn: seed of weights and batches (same folds)")
     p.add_argument("--small-repeats", type=int, default=3)
     p.add_argument(
         "--precision",

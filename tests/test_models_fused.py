@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+
 import pytest
 import torch
 from torch import nn
@@ -54,6 +57,7 @@ def test_lean_allocator_runs_once_and_respects_the_users_setting(monkeypatch: py
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert allocator.lean_allocator() is False  # the user's own setting wins
     assert allocator.lean_allocator() is False  # and stays reported as not in effect
+    assert allocator.roomy_allocator() is False
     calls: list[tuple[int, int]] = []
     monkeypatch.setattr(allocator, "_state", None)
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
@@ -67,3 +71,56 @@ def test_lean_allocator_runs_once_and_respects_the_users_setting(monkeypatch: py
     assert allocator.lean_allocator() is True
     assert allocator.lean_allocator() is True
     assert calls == [(allocator.M_MMAP_THRESHOLD, 256 * 1024)]  # once per process
+    assert allocator.roomy_allocator() is False  # lean (memory-efficient training) wins
+    assert len(calls) == 1
+
+
+def test_roomy_allocator_keeps_freed_memory_until_lean_takes_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    from neurocnn.models import allocator
+
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(allocator, "_state", None)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("NEUROCNN_KEEP_ALLOCATOR", raising=False)
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda _name: FakeLibc())
+    assert allocator.roomy_allocator() is True
+    assert allocator.roomy_allocator() is True
+    assert calls == [(allocator.M_MMAP_THRESHOLD, 1 << 30), (allocator.M_TRIM_THRESHOLD, 1 << 30)]
+    # A checkpointed layer later in the same process: every large tensor in its own mapping again,
+    # and glibc's trim threshold back.
+    assert allocator.lean_allocator() is True
+    assert calls[2:] == [(allocator.M_MMAP_THRESHOLD, 256 * 1024), (allocator.M_TRIM_THRESHOLD, 128 * 1024)]
+    monkeypatch.setattr(allocator, "_state", None)
+    monkeypatch.setenv("NEUROCNN_KEEP_ALLOCATOR", "1")
+    assert allocator.roomy_allocator() is False
+    assert len(calls) == 4
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_roomy_allocator_is_real_on_glibc() -> None:
+    """In a fresh process on glibc, the setting is accepted and freed blocks are reused."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, torch\n"
+        "from neurocnn.models.allocator import roomy_allocator\n"
+        "assert roomy_allocator()\n"
+        "def faults():\n"
+        "    torch.empty(64 << 20, dtype=torch.uint8).fill_(1)\n"
+        "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "r = [faults() for _ in range(6)]\n"
+        "print(sum(b - a < 1000 for a, b in zip(r, r[1:])))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "NEUROCNN_KEEP"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    # With glibc's default every round maps 64 MiB afresh and faults its 16,384 pages; kept in the
+    # heap, most rounds reuse it (now and then glibc still maps one afresh).
+    assert int(out.stdout) >= 3

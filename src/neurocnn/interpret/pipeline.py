@@ -37,6 +37,7 @@ from neurocnn.interpret import agreement, group, masked_eval, regions, sanity
 from neurocnn.interpret.attribution import predicted_classes
 from neurocnn.interpret.perturbation import PerturbationConfig
 from neurocnn.interpret.runs import FoldModel, load_checkpoint_model, load_run_models, pick_subjects
+from neurocnn.models.allocator import roomy_allocator
 
 METHODS = ("gradcam", "hirescam", "guided_backprop", "perturbation", "occlusion", "integrated_gradients")
 
@@ -152,6 +153,7 @@ def interpret_models(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Maps, group maps and analyses for a list of models over a prepared cache (module doc)."""
+    roomy_allocator()  # Meaningful Perturbation's many passes reuse freed memory (models.allocator)
     unknown = [m for m in options.methods if m not in METHODS]
     if unknown:
         raise NeuroCNNError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")

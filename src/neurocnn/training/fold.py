@@ -27,6 +27,7 @@ from neurocnn.data.dataset import CachedDataset
 from neurocnn.errors import NeuroCNNError
 from neurocnn.evaluation.inference import inference_device, predict_proba
 from neurocnn.evaluation.metrics import classification_metrics
+from neurocnn.models.allocator import roomy_allocator
 from neurocnn.training.augment import SampleTransform, flip_and_shift
 from neurocnn.training.config import ExperimentConfig
 from neurocnn.training.distributed import process_rank
@@ -262,6 +263,7 @@ def fit_fold(
     Returns the fold's metrics (also in ``metrics.json``), or None in DDP processes other than rank 0.
     """
     start = time.perf_counter()
+    roomy_allocator()  # freed activations reused without page faults (models.allocator)
     fold_dir.mkdir(parents=True, exist_ok=True)
     seed = fold_seed(config, plan)
     L.seed_everything(seed, workers=True, verbose=False)
