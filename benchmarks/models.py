@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from neurocnn import models
+from neurocnn.models.allocator import roomy_allocator
 
 SLICE_CHUNK = 16
 THREADS = [1]  # set from --threads; a list so that the sections see the parsed value
@@ -348,15 +349,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         job = json.loads(args.worker)
         kind = job.pop("kind")
+        if kind == "throughput":
+            roomy_allocator()  # as in training; the memory workers set their own allocator
         fn = worker_throughput if kind == "throughput" else worker_memory
         print(json.dumps(fn(**job)))
         return 0
+    # As in training (fit_fold): freed tensors stay in glibc's heap (benchmarks/allocator.py).
+    malloc = "roomy (as in training)" if roomy_allocator() else "as the environment sets it"
     out = [
         f"Command: `python benchmarks/models.py{' --quick' if args.quick else ''}"
         f"{'' if args.threads == 1 else f' --threads {args.threads}'}"
         f"{'' if args.only == ','.join(SECTIONS) else ' --only ' + args.only}`  ",
         f"Date: {time.strftime('%Y-%m-%d')}; torch {torch.__version__}, {args.threads} thread(s), "
-        f"{os.cpu_count()} CPUs (shared with other jobs)",
+        f"{os.cpu_count()} CPUs, glibc malloc {malloc}",
         "",
     ]
     for key in args.only.split(","):
