@@ -9,6 +9,12 @@ process's. Cases: MriNet at 58×70×58, batch 8, in float32 and under bfloat16 a
 runs' setting), and the PIF layer of benchmarks/models.py (64 channels on 15×19×15, 5³ patches,
 batch 4). The CPU's steal time over the run is printed too: on a shared virtual machine it is the
 main source of noise.
+
+    python benchmarks/allocator.py --cv-config RUN/config.yaml [--epochs 3]
+
+The same on a whole training run: fold 0 of an existing run's configuration, ``--epochs`` epochs
+at a constant rate, with ``NEUROCNN_KEEP_ALLOCATOR=1`` (glibc default) and without (roomy),
+alternating; the fold's own training time from its metrics.json.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,6 +83,37 @@ def child(case: str, mode: str, threads: int) -> dict[str, float]:
     return {"median_s": statistics.median(times), "min_s": min(times), "faults": faults, "peak_mb": peak}
 
 
+def cv_fold_seconds(config: str, epochs: int, keep: bool) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        env["NEUROCNN_KEEP_ALLOCATOR"] = "1" if keep else "0"
+        cmd = [sys.executable, "-m", "neurocnn.cli", "cv", "--config", config, "--fold", "0"]
+        cmd += ["--epochs", str(epochs), "--schedule", "none", "--out", f"{tmp}/run", "--no-progress"]
+        subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        return float(json.loads(Path(f"{tmp}/run/folds/r0_f0/metrics.json").read_text())["seconds"])
+
+
+def run_cv(args: argparse.Namespace) -> None:
+    seconds: dict[bool, list[float]] = {True: [], False: []}
+    s0, t0 = steal()
+    for _ in range(args.repeats):
+        for keep in (True, False):
+            seconds[keep].append(cv_fold_seconds(args.cv_config, args.epochs, keep))
+    s1, t1 = steal()
+    print(
+        f"`neurocnn cv --config {args.cv_config} --fold 0 --epochs {args.epochs} --schedule none`, "
+        f"{args.repeats} run(s) per setting, alternating; {time.strftime('%Y-%m-%d %H:%M')} UTC, "
+        f"CPU steal {100 * (s1 - s0) / max(t1 - t0, 1):.1f} %.\n"
+    )
+    print("| malloc | fold seconds (each run) | median | speed-up |")
+    print("|---|---|---:|---:|")
+    base = statistics.median(seconds[True])
+    for keep, label in ((True, "glibc default (NEUROCNN_KEEP_ALLOCATOR=1)"), (False, "roomy (default)")):
+        each = ", ".join(f"{v:.1f}" for v in seconds[keep])
+        med = statistics.median(seconds[keep])
+        print(f"| {label} | {each} | {med:.1f} | {base / med:.2f}× |")
+
+
 def steal() -> tuple[int, int]:
     """(steal, total) jiffies of all CPUs so far."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
@@ -87,10 +125,15 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", help="comma-separated cases")
+    p.add_argument("--cv-config", help="time `neurocnn cv` on fold 0 of this run configuration instead")
+    p.add_argument("--epochs", type=int, default=3, help="with --cv-config")
     p.add_argument("--child", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(*args.child, args.threads)))
+        return 0
+    if args.cv_config:
+        run_cv(args)
         return 0
     cases = args.only.split(",") if args.only else list(CASES)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "NEUROCNN_KEEP"))}
