@@ -194,6 +194,8 @@ def cv_config(name: str, args: argparse.Namespace, **splits: Any) -> Any:
 
     _, cache, model = CNNS[base_cnn(name) or name]
     table = splits_without_val() if args.no_val else SPLITS
+    # S2: the baseline gets flips and translations, PIF models flips only (a shift misaligns patches).
+    shift = None if model["name"] == "pif_cnn" else (-2, 3)
     return parse_config(
         {
             "cache": str(cache),
@@ -214,7 +216,7 @@ def cv_config(name: str, args: argparse.Namespace, **splits: Any) -> Any:
                 "select": "loss",  # ~13 validation subjects: the loss is a steadier guide than accuracy
                 "precision": args.precision,
             },
-            "augment": {"flip": True, "shift": (-2, 3)},
+            "augment": {"flip": True, "shift": shift},
             "seed": args.seed,
         }
     )
@@ -238,17 +240,27 @@ def run_cnns(names: list[str], args: argparse.Namespace) -> None:
 
 
 def run_small(names: list[str], args: argparse.Namespace) -> None:
+    """S2's small-sample experiment: each CNN on a stratified 20 % of every training fold (the same
+    subjects for every CNN of a repeat), and the voxel SVM on those same subjects."""
+    from neurocnn.baselines import CVOptions, run_svm
     from neurocnn.training import run_cv
 
-    for name in names:
-        for r in range(args.small_repeats):
-            out = WORK / "runs" / f"{name}_subset20_r{r}"
-            if (out / "summary.json").exists():
-                continue
-            config = cv_config(name, args).with_overrides({"splits.subset": 0.2, "seed": r})
-            t0 = time.perf_counter()
-            run_cv(config, out, resume=out.exists(), progress=True)
-            _timing(out.name, time.perf_counter() - t0)
+    for r in range(args.small_repeats):
+        splits = None
+        for name in names:
+            out = WORK / "runs" / f"{name}{args.suffix}_subset20_r{r}"
+            if not (out / "summary.json").exists():
+                print(f"{out.name}: training", flush=True)
+                config = cv_config(name, args).with_overrides({"splits.subset": 0.2, "seed": r})
+                t0 = time.perf_counter()
+                run_cv(config, out, resume=out.exists(), progress=True)
+                _timing(out.name, time.perf_counter() - t0)
+            splits = out / "splits.tsv"
+        svm = WORK / "baselines" / f"svm_voxels{'_no_val' if args.no_val else ''}_subset20_r{r}"
+        if splits is not None and not (svm / "summary.json").exists():
+            print(f"{svm.name}: running", flush=True)
+            options = CVOptions(splits=splits, n_jobs=2, save_models=False, progress=True)
+            run_svm(T1_CACHE, svm, options)
 
 
 def _timing(name: str, seconds: float) -> None:
