@@ -241,10 +241,17 @@ def run_cnns(names: list[str], args: argparse.Namespace) -> None:
 
 def run_small(names: list[str], args: argparse.Namespace) -> None:
     """S2's small-sample experiment: each CNN on a stratified 20 % of every training fold (the same
-    subjects for every CNN of a repeat), and the voxel SVM on those same subjects."""
+    subjects for every CNN of a repeat), and the voxel SVM on those same subjects. With
+    ``--small-folds N`` only the first N outer folds are trained; their pooled predictions are then
+    written to ``predictions_first{N}.csv`` of each run (`neurocnn compare` reads such a file)."""
+    import pandas as pd
+
     from neurocnn.baselines import CVOptions, run_svm
+    from neurocnn.data.splits import load_splits, save_splits
     from neurocnn.training import run_cv
 
+    folds = list(range(args.small_folds)) if args.small_folds else None
+    part = f"_first{args.small_folds}" if folds else ""
     for r in range(args.small_repeats):
         splits = None
         for name in names:
@@ -253,14 +260,21 @@ def run_small(names: list[str], args: argparse.Namespace) -> None:
                 print(f"{out.name}: training", flush=True)
                 config = cv_config(name, args).with_overrides({"splits.subset": 0.2, "seed": r})
                 t0 = time.perf_counter()
-                run_cv(config, out, resume=out.exists(), progress=True)
+                run_cv(config, out, folds=folds, resume=out.exists(), progress=True)
                 _timing(out.name, time.perf_counter() - t0)
+            if folds:
+                pooled = [pd.read_csv(out / "folds" / f"r0_f{f}" / "predictions.csv") for f in folds]
+                pd.concat(pooled, ignore_index=True).to_csv(out / f"predictions{part}.csv", index=False)
             splits = out / "splits.tsv"
-        svm = WORK / "baselines" / f"svm_voxels{'_no_val' if args.no_val else ''}_subset20_r{r}"
+        svm = WORK / "baselines" / f"svm_voxels{'_no_val' if args.no_val else ''}_subset20_r{r}{part}"
         if splits is not None and not (svm / "summary.json").exists():
             print(f"{svm.name}: running", flush=True)
-            options = CVOptions(splits=splits, n_jobs=2, save_models=False, progress=True)
-            run_svm(T1_CACHE, svm, options)
+            table = load_splits(splits)
+            if folds:
+                table = table[table["fold"].isin(folds)]
+            svm.parent.mkdir(parents=True, exist_ok=True)
+            splits = save_splits(table, svm.parent / f"{svm.name}_splits.tsv")
+            run_svm(T1_CACHE, svm, CVOptions(splits=splits, n_jobs=2, save_models=False, progress=True))
 
 
 def _timing(name: str, seconds: float) -> None:
@@ -497,6 +511,7 @@ def main() -> int:
     )
     p.add_argument("--seed", type=int, default=0, help="cnn: seed of weights and batches (same folds)")
     p.add_argument("--small-repeats", type=int, default=3)
+    p.add_argument("--small-folds", type=int, help="small: only the first N outer folds (CPU time)")
     p.add_argument(
         "--precision",
         default="bf16-mixed",
