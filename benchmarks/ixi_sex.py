@@ -389,6 +389,8 @@ def interpret_best(args: argparse.Namespace) -> Path | None:
 
 
 def results(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     from neurocnn.evaluation.compare import compare_runs
     from neurocnn.report import build_report
 
@@ -445,9 +447,17 @@ def results(args: argparse.Namespace) -> None:
                         f"({p['ci_low']:+.3f} to {p['ci_high']:+.3f}) | {p['p_ttest']:.3f} "
                         f"| {p['p_permutation']:.3f} |"
                     )
-    if small:
+    partial = sorted((WORK / "runs").glob("*_subset20_r*/predictions_first*.csv"))
+    if small or partial:
+        from sklearn.metrics import balanced_accuracy_score
+
         lines += ["", "S2's small-sample experiment (20 % of each training fold):", ""]
         lines += [f"- {s}: balanced accuracy {pooled(WORK / 'runs' / s):.3f}" for s in small]
+        for csv in partial:
+            t = pd.read_csv(csv, dtype={"label": str, "prediction": str})
+            score = balanced_accuracy_score(t["label"], t["prediction"])
+            folds = csv.stem.removeprefix("predictions_")
+            lines.append(f"- {csv.parent.name} ({folds} folds): balanced accuracy {score:.3f}")
     interp = [WORK / "runs" / n / "interpret" for n in cnns if (WORK / "runs" / n / "interpret").exists()]
     for folder in interp:
         info = json.loads((folder / "summary.json").read_text())
