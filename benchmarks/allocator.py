@@ -84,26 +84,28 @@ def child(case: str, mode: str, threads: int) -> dict[str, float]:
 
 
 def cv_fold_seconds(config: str, epochs: int, keep: bool) -> float:
+    from neurocnn.training.runfolder import fold_name
+
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
         env["NEUROCNN_KEEP_ALLOCATOR"] = "1" if keep else "0"
         cmd = [sys.executable, "-m", "neurocnn.cli", "cv", "--config", config, "--fold", "0"]
         cmd += ["--epochs", str(epochs), "--schedule", "none", "--out", f"{tmp}/run", "--no-progress"]
         subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-        return float(json.loads(Path(f"{tmp}/run/folds/r0_f0/metrics.json").read_text())["seconds"])
+        metrics = Path(tmp, "run", "folds", fold_name(0, 0), "metrics.json")
+        return float(json.loads(metrics.read_text())["seconds"])
 
 
-def run_cv(args: argparse.Namespace) -> None:
+def time_cv(args: argparse.Namespace) -> None:
     seconds: dict[bool, list[float]] = {True: [], False: []}
-    s0, t0 = steal()
+    before = steal()
     for _ in range(args.repeats):
         for keep in (True, False):
             seconds[keep].append(cv_fold_seconds(args.cv_config, args.epochs, keep))
-    s1, t1 = steal()
     print(
         f"`neurocnn cv --config {args.cv_config} --fold 0 --epochs {args.epochs} --schedule none`, "
         f"{args.repeats} run(s) per setting, alternating; {time.strftime('%Y-%m-%d %H:%M')} UTC, "
-        f"CPU steal {100 * (s1 - s0) / max(t1 - t0, 1):.1f} %.\n"
+        f"CPU steal {steal_percent(before):.1f} %.\n"
     )
     print("| malloc | fold seconds (each run) | median | speed-up |")
     print("|---|---|---:|---:|")
@@ -120,6 +122,12 @@ def steal() -> tuple[int, int]:
     return fields[7], sum(fields)
 
 
+def steal_percent(before: tuple[int, int]) -> float:
+    """Share of CPU time stolen by the hypervisor since `before` (a `steal()` snapshot)."""
+    (s0, t0), (s1, t1) = before, steal()
+    return 100 * (s1 - s0) / max(t1 - t0, 1)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
@@ -133,13 +141,13 @@ def main() -> int:
         print(json.dumps(child(*args.child, args.threads)))
         return 0
     if args.cv_config:
-        run_cv(args)
+        time_cv(args)
         return 0
     cases = args.only.split(",") if args.only else list(CASES)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "NEUROCNN_KEEP"))}
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
-    s0, t0 = steal()
+    before = steal()
     started = time.time()
     for case in cases:
         for _ in range(args.repeats):
@@ -147,14 +155,14 @@ def main() -> int:
                 cmd = [sys.executable, __file__, "--child", case, mode, "--threads", str(args.threads)]
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
                 results.setdefault((case, mode), []).append(json.loads(out.stdout.strip().splitlines()[-1]))
-    s1, t1 = steal()
+    stolen = steal_percent(before)
     import torch
 
     print(
         f"{args.threads} thread(s), {args.repeats} fresh process(es) per setting, alternating; "
         f"median over processes of each process's median step; torch {torch.__version__}; "
         f"{time.strftime('%Y-%m-%d %H:%M')} UTC, {time.time() - started:.0f} s, CPU steal "
-        f"{100 * (s1 - s0) / max(t1 - t0, 1):.1f} %.\n"
+        f"{stolen:.1f} %.\n"
     )
     print(
         "| case | malloc | step ms (median, min–max over processes) | page faults / step "

@@ -249,6 +249,7 @@ def run_small(names: list[str], args: argparse.Namespace) -> None:
     from neurocnn.baselines import CVOptions, run_svm
     from neurocnn.data.splits import load_splits, save_splits
     from neurocnn.training import run_cv
+    from neurocnn.training.runfolder import fold_name
 
     folds = list(range(args.small_folds)) if args.small_folds else None
     part = f"_first{args.small_folds}" if folds else ""
@@ -263,8 +264,8 @@ def run_small(names: list[str], args: argparse.Namespace) -> None:
                 run_cv(config, out, folds=folds, resume=out.exists(), progress=True)
                 _timing(out.name, time.perf_counter() - t0)
             if folds:
-                pooled = [pd.read_csv(out / "folds" / f"r0_f{f}" / "predictions.csv") for f in folds]
-                pd.concat(pooled, ignore_index=True).to_csv(out / f"predictions{part}.csv", index=False)
+                per_fold = [pd.read_csv(out / "folds" / fold_name(0, f) / "predictions.csv") for f in folds]
+                pd.concat(per_fold, ignore_index=True).to_csv(out / f"predictions{part}.csv", index=False)
             splits = out / "splits.tsv"
         svm = WORK / "baselines" / f"svm_voxels{'_no_val' if args.no_val else ''}_subset20_r{r}{part}"
         if splits is not None and not (svm / "summary.json").exists():
