@@ -190,6 +190,19 @@ def test_compare_table_and_pairs(tmp_path):
     assert (written / "pairs.csv").exists() and (written / "comparison.md").exists()
 
 
+def test_a_single_run_gets_its_table_and_no_pairs(tmp_path):
+    """One run alone (e.g. the first baseline of a study): metrics with CIs, an empty pairs table,
+    and `pair` answers None instead of failing on the table's missing columns."""
+    rng = np.random.default_rng(8)
+    y = rng.permutation(np.arange(40) % 2)
+    only = _write_run(tmp_path / "only", y, _scores(rng, y, 1.5), np.arange(40) % 4, ["F", "M"])
+    result = compare_runs([only], n_permutations=10, n_boot=20)
+    assert list(result.runs["run"]) == ["only"] and result.pairs.empty
+    assert result.pair("only", "other", "auc") is None
+    assert "only" in result.to_markdown()
+    assert (result.write(tmp_path / "cmp") / "pairs.csv").exists()
+
+
 def test_one_test_set_gets_mcnemar_and_delong(tmp_path):
     rng = np.random.default_rng(6)
     y = rng.permutation(np.arange(80) % 2)

@@ -178,6 +178,8 @@ class Comparison:
 
         Differences and CI bounds change sign when the stored pair is B − A; p-values do not.
         """
+        if self.pairs.empty:  # a single run: the table has no columns at all
+            return None
         for first, second, sign in ((a, b, 1.0), (b, a, -1.0)):
             rows = self.pairs[
                 (self.pairs["a"] == first) & (self.pairs["b"] == second) & (self.pairs["metric"] == metric)
