@@ -203,6 +203,44 @@ def test_a_single_run_gets_its_table_and_no_pairs(tmp_path):
     assert (result.write(tmp_path / "cmp") / "pairs.csv").exists()
 
 
+def test_repeated_holdout_t_test_uses_the_split_table_and_never_reports_p_0(tmp_path):
+    """A repeated hold-out predicts only each repeat's test subjects, so the training-set size is
+    not in the predictions: the corrected t-test takes it from the run's splits.tsv, and without
+    one it is left out (NaN, with a note) instead of dividing by a NaN variance (t = inf, p = 0)."""
+    from neurocnn.data.splits import holdout, save_splits
+
+    rng = np.random.default_rng(9)
+    n = 100
+    manifest = pd.DataFrame(
+        {"index": np.arange(n), "participant_id": [f"sub-{i:03d}" for i in range(n)],
+         "session_id": "", "label_index": rng.permutation(np.arange(n) % 2)}
+    )  # fmt: skip
+    splits = holdout(manifest, (0.6, 0.2, 0.2), repeats=5, seed=0)
+    tests = splits[splits["role"] == "test"]
+
+    def run(name: str, with_splits: bool):
+        folder = tmp_path / name
+        folder.mkdir()
+        prob = rng.uniform(size=len(tests))  # two classifiers of no skill
+        table = pd.DataFrame(
+            {"participant_id": tests["participant_id"].to_numpy(), "repeat": tests["repeat"].to_numpy(),
+             "fold": 0, "label": tests["label_index"].to_numpy(), "prob_0": 1 - prob, "prob_1": prob}
+        )  # fmt: skip
+        table.to_csv(folder / "predictions.csv", index=False)
+        if with_splits:
+            save_splits(splits, folder / "splits.tsv")
+        return folder
+
+    known = compare_runs([run("a", True), run("b", False)], n_permutations=50, n_boot=20)
+    row = known.pairs.set_index("metric").loc["balanced_accuracy"]
+    assert row["test_train_ratio"] == pytest.approx(20 / 80)  # 20 test, 60 train + 20 validation
+    assert 0 < row["p_ttest"] <= 1 and 0 < row["p_ttest_holm"] <= 1
+    unknown = compare_runs([run("c", False), run("d", False)], n_permutations=50, n_boot=20)
+    row = unknown.pairs.set_index("metric").loc["balanced_accuracy"]
+    assert np.isnan(row["p_ttest"]) and np.isnan(row["p_ttest_holm"])
+    assert any("training-set size is unknown" in note for note in unknown.notes)
+
+
 def test_one_test_set_gets_mcnemar_and_delong(tmp_path):
     rng = np.random.default_rng(6)
     y = rng.permutation(np.arange(80) % 2)

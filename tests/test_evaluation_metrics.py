@@ -51,6 +51,25 @@ def test_fast_metrics_equal_scikit_learn(k):
             assert a[name] == pytest.approx(b[name], nan_ok=True), (name, trial)
 
 
+def test_a_class_absent_from_the_test_set_does_not_count_as_a_miss():
+    """An external cohort without one of the trained classes: macro averages run over the classes
+    that occur (as scikit-learn's default), and a binary sensitivity without positives is undefined."""
+    y = np.array([0, 0, 2, 2])
+    perfect = np.eye(3)[y]
+    for m in (classification_metrics(y, perfect), fast_metrics(y, perfect, y)):
+        assert m["balanced_accuracy"] == 1.0
+        assert m["sensitivity"] == m["precision"] == m["f1"] == 1.0
+    wrong = np.eye(3)[[0, 1, 2, 2]]  # one subject predicted as the absent class 1
+    a, b = classification_metrics(y, wrong), fast_metrics(y, wrong, wrong.argmax(1))
+    assert a["sensitivity"] == pytest.approx(b["sensitivity"]) == pytest.approx((0.5 + 0 + 1) / 3)
+    controls = np.zeros(5, dtype=int)
+    for m in (
+        classification_metrics(controls, np.eye(2)[controls]),
+        fast_metrics(controls, np.eye(2)[controls], controls),
+    ):
+        assert np.isnan(m["sensitivity"]) and m["specificity"] == 1.0
+
+
 def test_auc_undefined_with_one_class():
     m = classification_metrics(np.array([1, 1, 1]), np.array([[0.2, 0.8]] * 3))
     assert np.isnan(m["auc"])

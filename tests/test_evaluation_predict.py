@@ -60,6 +60,14 @@ def test_evaluate_and_predict_from_nifti(make_cohort, tmp_path, capsys):
     assert result["n_models"] == 2 and result["n_subjects"] == 16
     ba = result["majority_vote"]["balanced_accuracy"]
     assert ba["ci95"][0] <= ba["value"] <= ba["ci95"][1]
+    # a second cohort whose table has the same name must not replace the first one's results
+    before = (run / "evaluations" / "other" / "metrics.json").read_bytes()
+    with pytest.raises(NeuroCNNError, match="earlier evaluation.*--name.*--overwrite"):
+        evaluate.run(parse(evaluate, ["evaluate", str(run), "--cohort", str(other_table)]))
+    assert (run / "evaluations" / "other" / "metrics.json").read_bytes() == before
+    again = ["evaluate", str(run), "--cohort", str(other_table), "--label", "diagnosis", "--overwrite"]
+    assert evaluate.run(parse(evaluate, again)) == 0
+    capsys.readouterr()
     ens = pd.read_csv(run / "evaluations" / "other" / "predictions.csv")
     per = pd.read_csv(run / "evaluations" / "other" / "predictions_per_model.csv")
     mean = per.groupby("participant_id")["prob_patient"].mean()

@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--label", help="label column (default: the run's)")
     p.add_argument("--classes", help="class order of the table, comma-separated")
     p.add_argument("--name", help="name of the evaluation folder (default: the table's name)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation of the same name")
     p.set_defaults(func=run)
 
 
@@ -37,10 +38,18 @@ def run(args: argparse.Namespace) -> int:
 
     run_folder = RunFolder(args.run)
     data = run_folder.data()
+    if args.cache is None and args.cohort is None:
+        raise NeuroCNNError("give the cohort: --cohort TABLE (or a prepared --cache)")
+    name = args.name or (Path(args.cache).name if args.cache is not None else Path(args.cohort).stem)
+    out = run_folder.path / "evaluations" / name
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        # e.g. site_a/participants.tsv and site_b/participants.tsv both default to "participants"
+        raise NeuroCNNError(
+            f"{out} holds an earlier evaluation; give this one another --name, or --overwrite"
+        )
     if args.cache is not None:
         cache = open_cache(args.cache)
-        name = args.name or args.cache.name
-    elif args.cohort is not None:
+    else:
         images = args.images.split(",") if args.images else data["modalities"]
         cohort = read_cohort(
             args.cohort,
@@ -52,10 +61,6 @@ def run(args: argparse.Namespace) -> int:
         _run_cohort.check_leakage(run_folder, cohort, args.strict)
         _run_cohort.warn_missing_mask(run_folder, cohort)
         cache = prepare_like_run(run_folder, cohort, jobs=args.jobs, progress=not args.no_progress)
-        name = args.name or Path(args.cohort).stem
-    else:
-        raise NeuroCNNError("give the cohort: --cohort TABLE (or a prepared --cache)")
-    out = run_folder.path / "evaluations" / name
     result = evaluate_cohort(
         run_folder.path, cache, out, batch_size=args.batch_size, device=_run_cohort.device(args.device)
     )

@@ -334,7 +334,13 @@ def compare_pair(
     if design == "cross-validation" and same_folds:
         positions = both.groupby(["repeat", "fold_a"], sort=True).indices
         fold_a, fold_b = _fold_metrics(positions, y, pa, da), _fold_metrics(positions, y, pb, db)
-        ratio = _test_train_ratio(both.rename(columns={"fold_a": "fold"}))
+        ratio = _test_train_ratio(both.rename(columns={"fold_a": "fold"}), _split_table(a, b))
+        if not np.isfinite(ratio):
+            notes.append(
+                f"{a.name} vs {b.name}: no corrected t-test: the training-set size is unknown (each "
+                "split predicts only its own test subjects, e.g. a repeated hold-out, and neither "
+                "run folder has its splits.tsv)"
+            )
     elif design == "cross-validation":
         notes.append(
             f"{a.name} vs {b.name}: the runs used different folds, so no fold-wise t-test; run the "
@@ -391,15 +397,34 @@ def compare_pair(
     return rows, notes
 
 
-def _test_train_ratio(table: pd.DataFrame) -> float:
-    """Mean n_test / n_train over folds; training = the other participants of the same repeat."""
+def _split_table(*runs: RunPredictions) -> pd.DataFrame | None:
+    """The outer splits (train, val, test rows) of the first run folder that has its splits.tsv."""
+    from neurocnn.data.splits import load_splits
+
+    for run in runs:
+        path = run.path / "splits.tsv"
+        if run.path.is_dir() and path.is_file():
+            table = load_splits(path)
+            return table[table["inner"] == -1]
+    return None
+
+
+def _test_train_ratio(table: pd.DataFrame, splits: pd.DataFrame | None = None) -> float:
+    """Mean n_test / n_train over the folds of the paired rows. n_train counts every non-test
+    participant of the split (training and validation): from the run's split table when there is
+    one, else the participants the other folds of the same repeat predicted (which is unknown for a
+    repeated hold-out, where each repeat predicts its test subjects only: NaN then)."""
     ratios = []
-    for _, rep in table.groupby("repeat"):
-        total = rep["participant_id"].nunique()
-        for _, fold in rep.groupby("fold"):
-            n_test = fold["participant_id"].nunique()
-            if total > n_test:
-                ratios.append(n_test / (total - n_test))
+    for (repeat, fold_id), fold in table.groupby(["repeat", "fold"]):
+        n_test = fold["participant_id"].nunique()
+        if splits is not None:
+            rows = splits[(splits["repeat"] == repeat) & (splits["fold"] == fold_id)]
+            n_train = rows.loc[rows["role"] != "test", "participant_id"].nunique()
+        else:
+            rep = table[table["repeat"] == repeat]
+            n_train = rep["participant_id"].nunique() - n_test
+        if n_train > 0:
+            ratios.append(n_test / n_train)
     return float(np.mean(ratios)) if ratios else np.nan
 
 

@@ -91,7 +91,9 @@ def classification_metrics(
     pred = p.argmax(axis=1) if y_pred is None else np.asarray(y_pred, dtype=np.int64)
     if len(y) == 0:
         return dict.fromkeys(METRICS, float("nan"))
-    labels = np.arange(k)
+    # Macro averages run over the classes that occur (true or predicted), as scikit-learn's own
+    # default: a class absent from a test set must not count as a recall of 0.
+    labels = np.arange(k) if k == 2 else np.union1d(np.unique(y), np.unique(pred))
     average = "binary" if k == 2 else "macro"
     with warnings.catch_warnings():
         # a class that is never predicted has an undefined precision: reported as 0 (zero_division)
@@ -99,7 +101,11 @@ def classification_metrics(
         out = {
             "accuracy": float(skm.accuracy_score(y, pred)),
             "balanced_accuracy": float(np.mean(_recalls(y, pred, k))),
-            "sensitivity": float(skm.recall_score(y, pred, labels=labels, average=average, zero_division=0)),
+            "sensitivity": (
+                float(skm.recall_score(y, pred, labels=labels, average=average, zero_division=0))
+                if k > 2 or np.any(y == 1)
+                else float("nan")  # no positive subject: sensitivity is undefined, not 0
+            ),
             "specificity": specificity(y, pred, k),
             "precision": float(skm.precision_score(y, pred, labels=labels, average=average, zero_division=0)),
             "f1": float(skm.f1_score(y, pred, labels=labels, average=average, zero_division=0)),
@@ -186,9 +192,10 @@ def fast_metrics(y: np.ndarray, prob: np.ndarray, pred: np.ndarray) -> dict[str,
     cov = tp.sum() * n - (support * predicted).sum()
     var = np.sqrt((n * n - (predicted**2).sum()) * (n * n - (support**2).sum()))
     if k == 2:
-        sens, precision, f1_value = recall[1], prec[1], f1[1]
+        sens, precision, f1_value = (recall[1] if present[1] else np.nan), prec[1], f1[1]
     else:
-        sens, precision, f1_value = recall.mean(), prec.mean(), f1.mean()
+        used = present | (predicted > 0)
+        sens, precision, f1_value = recall[used].mean(), prec[used].mean(), f1[used].mean()
     return {
         "accuracy": float(tp.sum() / n),
         "balanced_accuracy": float(recall[present].mean()),

@@ -60,6 +60,8 @@ def corrected_resampled_ttest(
         return {"mean": float(d.mean()) if j else float("nan"), "t": float("nan"), "df": 0,
                 "p_value": float("nan"), "n": j}  # fmt: skip
     mean, var = float(d.mean()), float(d.var(ddof=1))
+    if not np.isfinite(test_train_ratio) or test_train_ratio < 0:  # unknown: no test, never p = 0
+        return {"mean": mean, "t": float("nan"), "df": j - 1, "p_value": float("nan"), "n": j}
     scale = (1.0 / j + float(test_train_ratio)) * var
     t = _ratio(mean, scale)
     p = float(2 * stats.t.sf(abs(t), j - 1))
