@@ -115,3 +115,44 @@ def test_without_a_validation_set_the_last_epoch_is_kept_and_resumable(tmp_path,
     pa = pd.read_csv(tmp_path / "straight/predictions.csv")
     pb = pd.read_csv(tmp_path / "resumed/predictions.csv")
     assert np.allclose(pa["prob_patient"], pb["prob_patient"], atol=1e-6)
+
+
+def test_a_moved_run_folder_resumes_with_its_own_best_checkpoint(tmp_path):
+    """last.ckpt records the best checkpoint's absolute path; after the run folder was moved, a
+    resumed fold must predict with the best.ckpt beside it, not look for the old path. (Frozen
+    weights and selection by balanced accuracy, so no later epoch improves on epoch 0 and
+    replaces the recorded path.)"""
+    import shutil
+
+    import lightning.pytorch  # noqa: F401
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    path = write_cache(tmp_path / "cache", 24, effect=3.0)
+    cache = open_cache(path)
+    ids = split_indices(kfold(cache.manifest, 3, val_fraction=0.2), 0, 0)
+    plan = FoldPlan(0, 0, ids["train"], ids["val"], ids["test"])
+    frozen = {
+        "model": {"name": "sequential_1", "options": {"filters": 2, "hidden": 4, "dropout": 0.0}},
+        "optim": {"optimizer": "adam", "lr": 1e-30},
+    }
+
+    def config(epochs: int):
+        train = {"max_epochs": epochs, "batch_size": 8, "select": "balanced_accuracy"}
+        return parse_config(tiny_config(path, train=train, **frozen))
+
+    fit_fold(config(2), cache, plan, tmp_path / "old", progress=False)
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    result = fit_fold(config(3), cache, plan, tmp_path / "new", resume=True, progress=False)
+    assert result["epochs_run"] == 3 and result["best_epoch"] == 0
+    assert (tmp_path / "new" / "predictions.csv").exists() and not (tmp_path / "old").exists()
+
+
+def test_fold_checkpoint_keeps_lightnings_state_key():
+    """Runs written with Lightning's own ModelCheckpoint resume into FoldCheckpoint: same key."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from neurocnn.training.checkpoints import FoldCheckpoint
+
+    for monitor in ("val_loss", None):
+        kw = {"dirpath": "/tmp/fold", "filename": "best", "monitor": monitor}
+        assert FoldCheckpoint(**kw).state_key == ModelCheckpoint(**kw).state_key

@@ -29,6 +29,7 @@ from neurocnn.evaluation.inference import inference_device, predict_proba
 from neurocnn.evaluation.metrics import classification_metrics
 from neurocnn.models.allocator import roomy_allocator
 from neurocnn.training.augment import SampleTransform, flip_and_shift
+from neurocnn.training.checkpoints import FoldCheckpoint
 from neurocnn.training.config import ExperimentConfig
 from neurocnn.training.distributed import process_rank
 from neurocnn.training.module import Classifier, build_network, class_weights
@@ -187,7 +188,7 @@ def make_trainer(
     stopping on the validation loss, the weights' moving average if asked, loggers; the split's own
     sampler (no distributed sampler)."""
     by_accuracy = config.train.select == "balanced_accuracy"
-    checkpoint = ModelCheckpoint(
+    checkpoint = FoldCheckpoint(
         dirpath=fold_dir,
         filename="best",
         monitor=("val_balanced_accuracy" if by_accuracy else "val_loss") if has_val else None,
@@ -205,7 +206,7 @@ def make_trainer(
         # holding its state). Without a validation set both would be monitor-less callbacks with
         # the same state key, which Lightning refuses.
         callbacks.append(
-            ModelCheckpoint(
+            FoldCheckpoint(
                 dirpath=fold_dir,
                 filename="last",
                 monitor=None,

@@ -1,0 +1,47 @@
+"""Lightning's checkpoint callback, made safe for run folders that are moved between runs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class FoldCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` whose selection survives a moved or copied run folder.
+
+    A checkpoint stores the callback's folder and the absolute paths of the best checkpoints. When
+    a resumed fold finds another folder there, Lightning keeps only the old ``best_model_path`` and
+    restarts the selection: the next epoch becomes "best" whatever its score, and the old path may
+    point into another copy of the run. Here every path recorded in the old folder is mapped to the
+    same file name in the current one before Lightning reads the state.
+
+    The state key is Lightning's own (``ModelCheckpoint{...}``), so runs written before this class
+    existed resume as before.
+    """
+
+    def _generate_state_key(self, **kwargs: Any) -> str:
+        return f"{ModelCheckpoint.__qualname__}{kwargs!r}"
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old is not None and new is not None and os.path.realpath(old) != os.path.realpath(new):
+            old_dir = os.path.realpath(old)
+
+            def moved(path: Any) -> Any:
+                if isinstance(path, str) and path and os.path.dirname(os.path.realpath(path)) == old_dir:
+                    return os.path.join(new, os.path.basename(path))
+                return path
+
+            state_dict = {
+                **state_dict,
+                "dirpath": new,
+                **{
+                    key: moved(state_dict[key])
+                    for key in ("best_model_path", "kth_best_model_path", "last_model_path")
+                    if key in state_dict
+                },
+                "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()},
+            }
+        super().load_state_dict(state_dict)
