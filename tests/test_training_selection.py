@@ -58,9 +58,9 @@ def test_test_fold_perturbation_does_not_change_the_chosen_checkpoint(tmp_path):
     assert not np.allclose(pa["prob_patient"], pb["prob_patient"])
 
 
-def test_min_epochs_keeps_early_stopping_from_ending_training_sooner(tmp_path):
-    """Weights that cannot move (lr 1e-30, no BatchNorm) give a flat validation loss: patience 1
-    stops at epoch 1, unless min_epochs holds training to the end."""
+def _frozen_fold(tmp_path):
+    """A 24-subject cache, fold 0 of 3 with validation, and model/optimiser sections whose
+    weights cannot move (lr 1e-30, no BatchNorm): every epoch validates the same."""
     import lightning.pytorch  # noqa: F401
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -72,6 +72,13 @@ def test_min_epochs_keeps_early_stopping_from_ending_training_sooner(tmp_path):
         "model": {"name": "sequential_1", "options": {"filters": 2, "hidden": 4, "dropout": 0.0}},
         "optim": {"optimizer": "adam", "lr": 1e-30},
     }
+    return path, cache, plan, frozen
+
+
+def test_min_epochs_keeps_early_stopping_from_ending_training_sooner(tmp_path):
+    """Weights that cannot move (lr 1e-30, no BatchNorm) give a flat validation loss: patience 1
+    stops at epoch 1, unless min_epochs holds training to the end."""
+    path, cache, plan, frozen = _frozen_fold(tmp_path)
     runs = {}
     for min_epochs in (0, 5):
         train = {"max_epochs": 5, "batch_size": 8, "early_stopping": 1, "min_epochs": min_epochs}
@@ -124,17 +131,7 @@ def test_a_moved_run_folder_resumes_with_its_own_best_checkpoint(tmp_path):
     replaces the recorded path.)"""
     import shutil
 
-    import lightning.pytorch  # noqa: F401
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    path = write_cache(tmp_path / "cache", 24, effect=3.0)
-    cache = open_cache(path)
-    ids = split_indices(kfold(cache.manifest, 3, val_fraction=0.2), 0, 0)
-    plan = FoldPlan(0, 0, ids["train"], ids["val"], ids["test"])
-    frozen = {
-        "model": {"name": "sequential_1", "options": {"filters": 2, "hidden": 4, "dropout": 0.0}},
-        "optim": {"optimizer": "adam", "lr": 1e-30},
-    }
+    path, cache, plan, frozen = _frozen_fold(tmp_path)
 
     def config(epochs: int):
         train = {"max_epochs": epochs, "batch_size": 8, "select": "balanced_accuracy"}
