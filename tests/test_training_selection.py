@@ -153,3 +153,21 @@ def test_fold_checkpoint_keeps_lightnings_state_key():
     for monitor in ("val_loss", None):
         kw = {"dirpath": "/tmp/fold", "filename": "best", "monitor": monitor}
         assert FoldCheckpoint(**kw).state_key == ModelCheckpoint(**kw).state_key
+
+
+def test_a_split_table_made_on_another_cohort_order_is_refused(tmp_path):
+    """`cv --splits TABLE` names cache indices: after the cohort was prepared again in another
+    order the same indices are other participants, and training would silently use them."""
+    from neurocnn.data.splits import save_splits
+    from neurocnn.errors import NeuroCNNError
+    from neurocnn.training.crossval import make_splits
+
+    path = write_cache(tmp_path / "cache", 24, effect=3.0)
+    manifest = open_cache(path).manifest
+    table = save_splits(kfold(manifest, 3, val_fraction=0.2), tmp_path / "splits.tsv")
+    config = parse_config(tiny_config(path, splits={"table": str(table)}))
+    assert len(make_splits(config, manifest)) == 3 * len(manifest)
+    reordered = manifest.copy()
+    reordered["participant_id"] = np.roll(reordered["participant_id"].to_numpy(), 1)
+    with pytest.raises(NeuroCNNError, match="made on another cohort"):
+        make_splits(config, reordered)

@@ -84,7 +84,12 @@ def permute_labels(cache: PreparedCohort, seed: int) -> PreparedCohort:
 def make_splits(config: ExperimentConfig, manifest: pd.DataFrame) -> pd.DataFrame:
     s = config.splits
     if s.table:
+        from neurocnn.baselines.nested import check_table_matches
+
         table = S.load_splits(s.table)
+        # the table names cache indices: a cohort prepared again in another order would otherwise
+        # train and test on other participants than the table says
+        check_table_matches(table, manifest, source=f"the splits in {s.table}")
     elif s.scheme == "holdout":
         table = S.holdout(manifest, s.fractions, repeats=s.repeats, seed=config.seed)
     elif s.scheme == "independent":
