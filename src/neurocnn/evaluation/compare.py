@@ -19,6 +19,7 @@ predictions may be class names or class indices.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Sequence
@@ -399,14 +400,20 @@ def compare_pair(
 
 def _split_table(*runs: RunPredictions) -> pd.DataFrame | None:
     """The outer splits (train, val, test rows) of the first run folder that has its splits.tsv."""
-    from neurocnn.data.splits import load_splits
-
     for run in runs:
         path = run.path / "splits.tsv"
         if run.path.is_dir() and path.is_file():
-            table = load_splits(path)
-            return table[table["inner"] == -1]
+            return _outer_splits(path, path.stat().st_mtime_ns)
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _outer_splits(path: Path, mtime_ns: int) -> pd.DataFrame:
+    """Read once while unchanged (every pair of a many-run comparison asks; nobody modifies it)."""
+    from neurocnn.data.splits import load_splits
+
+    table = load_splits(path)
+    return table[table["inner"] == -1]
 
 
 def _test_train_ratio(table: pd.DataFrame, splits: pd.DataFrame | None = None) -> float:
