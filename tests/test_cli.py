@@ -74,3 +74,26 @@ def test_cohort_prepare_splits_end_to_end(make_cohort, tmp_path, capsys):
     assert "5 split(s)" in capsys.readouterr().out and splits.exists()
     assert main(["splits", str(out), "--folds", "5", "--seed", "9", "--out", str(splits)]) == 2
     assert "already holds different splits" in capsys.readouterr().err
+
+
+def test_bad_numbers_in_arguments_are_one_line_errors(make_cohort, tmp_path, capsys):
+    table = make_cohort(6)
+    args = [str(table), "--images", "gm", "--label", "diagnosis", "--voxel-size", "5", "--jobs", "1"]
+    out = tmp_path / "cache"
+    # percentiles in the wrong order: pydantic's check, reported as one line, nothing written
+    assert main(["prepare", *args, "--clip", "99,1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "clip_percentiles" in err and "low < high" in err
+    assert not out.exists()
+    with pytest.raises(SystemExit) as stop:  # argparse: not two numbers
+        main(["prepare", *args, "--clip", "99", "--out", str(out)])
+    assert stop.value.code == 2 and "expected 2 comma-separated numbers" in capsys.readouterr().err
+    assert main(["prepare", *args, "--clip", "none", "--shape", "10x12x10", "--out", str(out)]) == 0
+    capsys.readouterr()
+    splits = tmp_path / "splits.tsv"
+    with pytest.raises(SystemExit):
+        main(["splits", str(out), "--holdout", "0.5,0.5", "--out", str(splits)])
+    assert "expected 3 comma-separated numbers" in capsys.readouterr().err
+    assert main(["splits", str(out), "--holdout", "1,0,0", "--out", str(splits)]) == 2
+    assert "test fractions must be above 0" in capsys.readouterr().err
+    assert not splits.exists()

@@ -105,6 +105,35 @@ def test_interrupted_prepare_resumes_and_never_looks_complete(make_cohort, tmp_p
     np.testing.assert_array_equal(open_cache(out).array(), fresh.cache.array())
 
 
+def test_failed_assembly_resumes_and_leaves_no_stale_arrays(make_cohort, tmp_path, monkeypatch):
+    import neurocnn.data.prepare as prep
+
+    table = make_cohort(4)
+    out = tmp_path / "cache"
+    real = prep.write_cache
+
+    def disk_full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(prep, "write_cache", disk_full)
+    with pytest.raises(OSError):
+        prepare_cohort(_cohort(table), out, PARAMS, jobs=1, progress=False)
+    assert not out.exists()
+    # arrays of other settings, left in the partial folder by an earlier attempt
+    stale = tmp_path / "cache.partial" / "subjects" / "other-settings.npy"
+    np.save(stale, np.zeros(3))
+    monkeypatch.setattr(prep, "write_cache", real)
+    r = prepare_cohort(_cohort(table), out, PARAMS, jobs=1, progress=False)
+    assert (r.prepared, r.resumed) == (0, 4), "every subject is reused, affines included"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["affines.npy", "data.npy", "manifest.tsv", "cache.json"]
+    )
+    assert not (tmp_path / "cache.partial").exists()
+    fresh = prepare_cohort(_cohort(table), tmp_path / "fresh", PARAMS, jobs=1, progress=False)
+    np.testing.assert_array_equal(r.cache.array(), fresh.cache.array())
+    np.testing.assert_array_equal(r.cache.affines(), fresh.cache.affines())
+
+
 def test_refuses_to_overwrite_a_folder_that_is_not_a_cache(make_cohort, tmp_path):
     table = make_cohort(2)
     out = tmp_path / "mine"

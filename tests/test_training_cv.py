@@ -221,3 +221,21 @@ def test_nested_search_chooses_on_inner_folds(cohort, tmp_path):
         inner_pred = pd.read_csv(out / f"folds/r0_f0/search/c0_i{inner}/predictions.csv")
         assert not set(inner_pred["index"]) & outer_test
     assert not list((out / "folds/r0_f0/search").glob("*/*.ckpt"))
+
+
+def test_a_run_refuses_to_continue_on_a_cohort_prepared_again_differently(tmp_path):
+    cache = write_cache(tmp_path / "cache", 18, effect=4.0)
+    out = tmp_path / "run"
+    cfg = config_for(cache, train={"max_epochs": 1})
+    run_cv(cfg, out, folds=[0], progress=False)
+    before = (out / "data.json").read_text()
+    # the same path, prepared again with other settings (e.g. another voxel size or normalisation)
+    info = json.loads((cache / "cache.json").read_text())
+    (cache / "cache.json").write_text(json.dumps({**info, "params_hash": "other settings"}))
+    for kwargs in ({"folds": [1]}, {"resume": True}):
+        with pytest.raises(NeuroCNNError, match="prepared differently.*params_hash differ"):
+            run_cv(cfg, out, progress=False, **kwargs)  # type: ignore[arg-type]
+    assert (out / "data.json").read_text() == before and not (out / "folds/r0_f1").exists()
+    # the cohort as it was: the run continues
+    (cache / "cache.json").write_text(json.dumps(info))
+    assert run_cv(cfg, out, folds=[1], progress=False).trained == ["r0_f1"]

@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from neurocnn import __version__
 from neurocnn.errors import NeuroCNNError
 
@@ -50,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _settings_problems(exc: ValidationError) -> str:
+    """Pydantic's report of bad settings on one line: 'field: problem; field: problem'."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -62,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"neurocnn {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ValidationError as exc:  # settings built from the arguments
+        if args.debug:
+            raise
+        print(f"neurocnn {args.command}: error: {_settings_problems(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"neurocnn {args.command}: interrupted; run it again to resume", file=sys.stderr)

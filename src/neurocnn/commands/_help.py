@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 
@@ -15,3 +16,21 @@ def add_command(sub: Any, name: str, *, help: str, description: str, example: st
         epilog="Example:\n  " + example.strip().replace("\n", "\n  "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def floats(count: int, *, allow_none: bool = False) -> Callable[[str], tuple[float, ...] | None]:
+    """An argparse type: exactly ``count`` comma-separated numbers (or 'none' when allowed)."""
+
+    def parse(text: str) -> tuple[float, ...] | None:
+        if allow_none and text.strip().lower() == "none":
+            return None
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count:
+            extra = " or 'none'" if allow_none else ""
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {count} comma-separated numbers{extra}")
+        return values
+
+    return parse

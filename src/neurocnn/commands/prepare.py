@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from neurocnn.commands._cohort_args import add_cohort_arguments, cohort_from_args, parse_shape
-from neurocnn.commands._help import add_command
+from neurocnn.commands._help import add_command, floats
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--transform", default="Affine", choices=["Rigid", "Similarity", "Affine"])
     g.add_argument("--no-mask", action="store_true", help="do not zero voxels outside the mask")
     g.add_argument("--normalise", default="zscore", choices=["zscore", "minmax", "none"])
-    g.add_argument("--clip", default="0.5,99.5", help="percentile clipping 'low,high' or 'none'")
+    g.add_argument(
+        "--clip",
+        type=floats(2, allow_none=True),
+        default=(0.5, 99.5),
+        help="percentile clipping 'low,high' or 'none'",
+    )
     g.add_argument("--label-maps", default="", help="modalities that are label maps (nearest)")
     g.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     g.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
@@ -43,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     from neurocnn.data.preprocess import PrepareParams
 
     cohort = cohort_from_args(args, require_labels=False)
-    clip = None if args.clip.lower() == "none" else tuple(float(v) for v in args.clip.split(","))
     params = PrepareParams(
         voxel_size=args.voxel_size,
         shape=args.shape,
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         transform=args.transform,
         apply_mask=not args.no_mask,
         normalise=args.normalise,
-        clip_percentiles=clip,
+        clip_percentiles=args.clip,
         label_maps=tuple(m for m in args.label_maps.split(",") if m),
         dtype=args.dtype,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from neurocnn.commands._help import add_command
+from neurocnn.commands._help import add_command, floats
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--val", type=float, default=0.1, help="validation share carved from training")
     p.add_argument("--nested", type=int, default=0, help="inner folds for nested CV (0: none)")
-    p.add_argument("--holdout", help="train,val,test fractions instead of k-fold, e.g. 0.8,0.1,0.1")
+    p.add_argument(
+        "--holdout", type=floats(3), help="train,val,test fractions instead of k-fold, e.g. 0.8,0.1,0.1"
+    )
     p.add_argument("--subset", type=float, help="keep this stratified share of training subjects")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -36,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     manifest = open_cache(args.cache).manifest
     if args.holdout:
-        fr = tuple(float(v) for v in args.holdout.split(","))
-        table = S.holdout(manifest, fr, repeats=args.repeats, seed=args.seed)  # type: ignore[arg-type]
+        table = S.holdout(manifest, args.holdout, repeats=args.repeats, seed=args.seed)  # type: ignore[arg-type]
     else:
         table = S.kfold(
             manifest,

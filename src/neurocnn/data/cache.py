@@ -153,11 +153,15 @@ def write_cache(
         "common_affine": None if common is None else common.tolist(),
     }
     (partial / INFO).write_text(json.dumps(info, indent=1))
+    import shutil
+
+    # the per-subject files are assembled: drop them, and any left by earlier settings, so the
+    # cache holds only data.npy and its tables
     for a in arrays:
-        a.unlink()
+        a.unlink(missing_ok=True)
     for d in {a.parent for a in arrays}:
-        if d != partial and not any(d.iterdir()):
-            d.rmdir()
+        if d != partial and d.is_relative_to(partial):
+            shutil.rmtree(d)
     _swap(partial, final)
 
 

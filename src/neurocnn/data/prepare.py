@@ -85,7 +85,13 @@ def prepare_cohort(
     subjects_dir.mkdir(parents=True, exist_ok=True)
     params_key = hashlib.sha256(f"{params.digest()}|{__version__}".encode()).hexdigest()
     keys = [_subject_key(s, params_key, hashes) for s in cohort.subjects]
-    todo = [i for i, k in enumerate(keys) if not (subjects_dir / f"{k}.npy").exists()]
+    # a subject is done when its array and its affine are both there (an interrupted or failed
+    # assembly below keeps both, so a rerun resumes instead of missing affines)
+    todo = [
+        i
+        for i, k in enumerate(keys)
+        if not ((subjects_dir / f"{k}.npy").exists() and (subjects_dir / f"{k}.affine.npy").exists())
+    ]
     resumed = len(cohort) - len(todo)
     failures = _run(cohort, params, todo, keys, subjects_dir, jobs, progress)
     if failures:
@@ -97,8 +103,6 @@ def prepare_cohort(
 
     arrays = [subjects_dir / f"{k}.npy" for k in keys]
     affines = [np.load(subjects_dir / f"{k}.affine.npy") for k in keys]
-    for k in keys:
-        (subjects_dir / f"{k}.affine.npy").unlink()
     manifest = cohort.to_frame()
     image_cols = [*cohort.modalities, "mask"]
     manifest = manifest.drop(columns=[c for c in image_cols if c in manifest.columns])

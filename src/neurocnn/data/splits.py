@@ -121,8 +121,12 @@ def holdout(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Stratified train/validation/test split by fractions (S4's 80/10/10), repeated."""
-    if abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-        raise NeuroCNNError(f"fractions {fractions} must be non-negative and sum to 1")
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise NeuroCNNError(
+            f"fractions {fractions}: need train, validation and test, non-negative, summing to 1"
+        )
+    if fractions[0] <= 0 or fractions[2] <= 0:
+        raise NeuroCNNError(f"fractions {fractions}: the train and test fractions must be above 0")
     people = _participants(manifest)
     ids, y = people["participant_id"].to_numpy(), people["label_index"].to_numpy()
     tables = []

@@ -51,6 +51,7 @@ from neurocnn.training.runfolder import (
     ENVIRONMENT,
     SPLITS,
     RunFolder,
+    check_same_data,
     environment,
     fold_name,
     open_run,
@@ -200,8 +201,10 @@ def run_cv(
         if overwrite and partial:
             for rf in selected:
                 shutil.rmtree(run.fold_dir(*rf), ignore_errors=True)
+        record = data_record(cache)
+        check_same_data(run, record)
         S.save_splits(table, run.path / SPLITS)
-        write_json(run.path / DATA, data_record(cache))
+        write_json(run.path / DATA, record)
         if not (run.path / ENVIRONMENT).exists():
             write_json(run.path / ENVIRONMENT, environment())
         plan, skipped = _plan(run, selected, resume=resume)

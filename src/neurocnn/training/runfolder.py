@@ -134,6 +134,29 @@ def open_run(
     return run
 
 
+# what must not change between the jobs that fill one run folder (the cache may have moved)
+SAME_DATA = ("params_hash", "classes", "modalities", "shape", "label_column", "participants", "input_sha256")
+
+
+def check_same_data(run: RunFolder, record: dict[str, Any]) -> None:
+    """Refuse to continue a run on a cohort prepared differently from the one it started on.
+
+    A cache prepared again with other settings (voxel size, normalisation, other scans) under the
+    same path would otherwise mix folds trained on two different inputs in one result.
+    """
+    path = run.path / DATA
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    changed = [k for k in SAME_DATA if k in old and old[k] != record.get(k)]
+    if changed:
+        raise NeuroCNNError(
+            f"{run.path} was trained on a cohort prepared differently from {record.get('cache')} "
+            f"({', '.join(changed)} differ); its folds and new ones would not be comparable. "
+            "Use another --out, or --overwrite to start it again"
+        )
+
+
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(a) | set(b)):
