@@ -138,3 +138,35 @@ def test_bids_folder(tmp_path):
     nib.load(str(c.subjects[0].images["t1"]))
     with pytest.raises(NeuroCNNError, match="no file under"):
         cohort_from_bids(tmp_path, "nothing/*.nii")
+
+
+def test_bids_masks_from_the_cli_and_clear_refusals(tmp_path, capsys):
+    from neurocnn.cli import main
+
+    rng = np.random.default_rng(1)
+    for i in (1, 2, 3, 4):
+        head = blob(rng)
+        save(tmp_path / f"sub-{i:02d}/anat/sub-{i:02d}_T1w.nii.gz", head)
+        save(tmp_path / f"derivatives/masks/sub-{i:02d}_mask.nii.gz", (head != 0).astype(np.uint8))
+    table = "participant_id\tsex\nsub-01\tF\nsub-02\tM\nsub-03\tF\nsub-04\tM\n"
+    (tmp_path / "participants.tsv").write_text(table)
+    bids = ["cohort", "--bids", str(tmp_path), "--label", "sex"]
+    assert main([*bids, "--mask", "derivatives/masks/sub-{sub}_mask.nii.gz"]) == 0
+    assert "4 subjects" in capsys.readouterr().out
+    c = cohort_from_bids(
+        tmp_path,
+        "sub-*/anat/*_T1w.nii.gz",
+        label="sex",
+        mask_pattern="derivatives/masks/sub-{sub}_mask.nii.gz",
+    )
+    assert c.subjects[2].mask == tmp_path / "derivatives/masks/sub-03_mask.nii.gz"
+    # a mask that is a column name, or several modalities, cannot be honoured: refused, not dropped
+    assert main([*bids, "--mask", "brainmask"]) == 2
+    assert "{sub}" in capsys.readouterr().err
+    assert main([*bids, "--images", "t1,flair"]) == 2
+    assert "one modality" in capsys.readouterr().err
+    # a participant with two rows would give a bogus label: refused, naming the participant
+    (tmp_path / "participants.tsv").write_text(table + "sub-02\tF\n")
+    assert main(bids) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sub-02 have more than one row" in err

@@ -16,7 +16,11 @@ def add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--images", default="t1", help="image column(s), one per modality, comma-separated")
     g.add_argument("--label", help="label column (e.g. diagnosis, sex)")
     g.add_argument("--covariates", default="", help="covariate columns, comma-separated")
-    g.add_argument("--mask", help="brain-mask column (binary mask or label map, > 0 is brain)")
+    g.add_argument(
+        "--mask",
+        help="brain-mask column (binary mask or label map, > 0 is brain); with --bids, a path under "
+        "the folder with {sub} (and {ses}) placeholders, e.g. derivatives/masks/sub-{sub}_mask.nii.gz",
+    )
     g.add_argument("--classes", help="class order, comma-separated (default: sorted labels)")
     g.add_argument("--bids", type=Path, help="BIDS-like folder instead of a table")
     g.add_argument("--pattern", default="sub-*/anat/sub-*_T1w.nii.gz", help="glob under --bids")
@@ -28,22 +32,32 @@ def _split(text: str | None) -> list[str]:
 
 def cohort_from_args(args: argparse.Namespace, *, require_labels: bool) -> Cohort:
     from neurocnn.data.cohort import cohort_from_bids, read_cohort
+    from neurocnn.errors import NeuroCNNError
 
     classes = _split(args.classes) or None
     if args.bids is not None:
         images = _split(args.images)
+        if len(images) > 1:
+            raise NeuroCNNError(
+                f"--bids reads one modality (the files --pattern finds), not {', '.join(images)}; "
+                "for several modalities give a participants table with one column per modality"
+            )
+        if args.mask is not None and "{sub}" not in args.mask:
+            raise NeuroCNNError(
+                f"--mask {args.mask!r}: with --bids it is a path pattern with {{sub}}, "
+                "e.g. derivatives/masks/sub-{sub}_mask.nii.gz"
+            )
         return cohort_from_bids(
             args.bids,
             args.pattern,
             modality=images[0] if images else "t1",
             label=args.label,
             covariates=_split(args.covariates),
+            mask_pattern=args.mask,
             classes=classes,
             require_labels=require_labels,
         )
     if args.table is None:
-        from neurocnn.errors import NeuroCNNError
-
         raise NeuroCNNError("give a participants table (TABLE) or a BIDS folder (--bids)")
     return read_cohort(
         args.table,

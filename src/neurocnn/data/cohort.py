@@ -250,7 +250,13 @@ def cohort_from_bids(
     table = read_table(root / participants)
     if ID not in table.columns:
         raise NeuroCNNError(f"{root / participants}: no participant_id column")
-    table[ID] = table[ID].str.strip()
+    table[ID] = table[ID].astype(str).str.strip()
+    repeated = sorted(set(table.loc[table[ID].duplicated(), ID]))
+    if repeated:
+        raise NeuroCNNError(
+            f"{root / participants}: participant(s) {', '.join(repeated[:10])} have more than one row; "
+            "keep one row per participant (sessions come from the ses-<label> part of the paths)"
+        )
     by_id = table.set_index(ID, drop=False)
     rows, problems = [], []
     for f in files:
@@ -268,7 +274,12 @@ def cohort_from_bids(
         row[SESSION] = f"ses-{ses.group(1)}" if ses else ""
         row[modality] = rel
         if mask_pattern:
-            row["mask"] = mask_pattern.format(sub=sub.group(1), ses=ses.group(1) if ses else "")
+            try:
+                row["mask"] = mask_pattern.format(sub=sub.group(1), ses=ses.group(1) if ses else "")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise NeuroCNNError(
+                    f"mask pattern {mask_pattern!r}: only {{sub}} and {{ses}} may appear in braces"
+                ) from exc
         rows.append(row)
     if problems:
         raise NeuroCNNError(
