@@ -87,3 +87,18 @@ def test_evaluate_and_predict_from_nifti(make_cohort, tmp_path, capsys):
         predict.run(parse(predict, ["predict", str(run), *scans, "--strict"]))
     prepared = list((run / "prepared").iterdir())
     assert any(p.name.startswith("predict-") for p in prepared)
+
+    # a prepared cohort (--cache) is checked too: here the training cache itself
+    named = ["evaluate", str(run), "--cache", str(cache.path), "--name", "train"]
+    assert evaluate.run(parse(evaluate, named)) == 0
+    err = capsys.readouterr().err
+    assert "32 participant(s) or file(s) were in the training data" in err and "participant sub-000" in err
+    with pytest.raises(NeuroCNNError, match="strict"):
+        predict.run(parse(predict, ["predict", str(run), "--cache", str(cache.path), "--strict"]))
+    # ... and refused when prepared with other settings than the training cohort
+    other_cohort = read_cohort(other_table, images=["gm"], label="diagnosis")
+    clipped = PrepareParams(clip_percentiles=(2.0, 98.0))
+    odd = prepare_cohort(other_cohort, tmp_path / "odd", clipped, jobs=1, progress=False).cache
+    with pytest.raises(NeuroCNNError, match="other settings.*clip_percentiles"):
+        evaluate.run(parse(evaluate, ["evaluate", str(run), "--cache", str(odd.path)]))
+    assert not (run / "evaluations" / "odd").exists()

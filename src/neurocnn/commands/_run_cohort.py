@@ -34,18 +34,22 @@ def device(name: str) -> str:
 
 
 def check_leakage(run, cohort, strict: bool) -> None:  # type: ignore[no-untyped-def]
-    from neurocnn.evaluation.predict import leakage
+    """Warn about (or, with --strict, refuse) scans of ``cohort`` (a Cohort, or a prepared cohort
+    given with --cache) that were in the run's training data."""
+    from neurocnn.data.cache import PreparedCohort
+    from neurocnn.evaluation.predict import cache_leakage, leakage
 
-    problems = leakage(run, cohort)
+    problems = cache_leakage(run, cohort) if isinstance(cohort, PreparedCohort) else leakage(run, cohort)
     if not problems:
         return
     if strict:
         raise NeuroCNNError(
-            f"{len(problems)} scan(s) were in the training data of {run.path} (--strict):",
+            f"{len(problems)} participant(s) or file(s) were in the training data of {run.path} (--strict):",
             problems=problems[:20],
         )
     print(
-        f"warning: {len(problems)} scan(s) were in the training data; their predictions are optimistic:",
+        f"warning: {len(problems)} participant(s) or file(s) were in the training data; "
+        "their predictions are optimistic:",
         file=sys.stderr,
     )
     for p in problems[:20]:

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from neurocnn.data.cache import open_cache
     from neurocnn.data.cohort import read_cohort
     from neurocnn.evaluation.ensemble import evaluate_cohort
-    from neurocnn.evaluation.predict import prepare_like_run
+    from neurocnn.evaluation.predict import check_prepared_alike, prepare_like_run
     from neurocnn.training.runfolder import RunFolder
 
     run_folder = RunFolder(args.run)
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.cache is not None:
         cache = open_cache(args.cache)
+        check_prepared_alike(run_folder, cache)
+        _run_cohort.check_leakage(run_folder, cache, args.strict)
     else:
         images = args.images.split(",") if args.images else data["modalities"]
         cohort = read_cohort(

@@ -33,13 +33,15 @@ def run(args: argparse.Namespace) -> int:
     from neurocnn.data.cache import open_cache
     from neurocnn.data.cohort import read_cohort
     from neurocnn.evaluation.ensemble import ensemble_predictions
-    from neurocnn.evaluation.predict import cohort_from_scans, prepare_like_run
+    from neurocnn.evaluation.predict import check_prepared_alike, cohort_from_scans, prepare_like_run
     from neurocnn.training.runfolder import RunFolder
 
     run_folder = RunFolder(args.run)
     data = run_folder.data()
     if args.cache is not None:
         cache = open_cache(args.cache)
+        check_prepared_alike(run_folder, cache)
+        _run_cohort.check_leakage(run_folder, cache, args.strict)
     else:
         if args.scans and args.cohort:
             raise NeuroCNNError("give scans or --cohort, not both")

@@ -62,6 +62,40 @@ def leakage(run: RunFolder, cohort: Cohort) -> list[str]:
     return problems
 
 
+def cache_leakage(run: RunFolder, cache: PreparedCohort) -> list[str]:
+    """Participants and image files of a prepared cohort that were in the run's training cohort
+    (the files by the sha256 recorded when the cohort was prepared)."""
+    data = run.data()
+    seen_ids = set(data.get("participants", []))
+    seen_files = set(data.get("input_sha256", []))
+    inputs = cache.info.get("inputs", {})
+    problems = []
+    keys = cache.manifest["participant_id"].astype(str).tolist()
+    files = cache.info.get("subject_files", [{}] * len(keys))
+    for pid, subject_files in zip(keys, files, strict=False):
+        if pid in seen_ids:
+            problems.append(f"participant {pid} was in the training cohort of {run.path}")
+        for modality, path in subject_files.items():
+            if modality != "mask" and inputs.get(path, {}).get("sha256") in seen_files:
+                problems.append(f"{pid}: {modality} file {path} is a file of the training cohort")
+    return problems
+
+
+def check_prepared_alike(run: RunFolder, cache: PreparedCohort) -> None:
+    """A prepared cohort must have been prepared with the training cohort's parameters (the fold
+    models saw inputs normalised, clipped and resampled that way)."""
+    trained = run.data().get("params")
+    given = cache.info.get("params")
+    if not trained or not given or trained == given:
+        return
+    keys = sorted(k for k in set(trained) | set(given) if trained.get(k) != given.get(k))
+    changed = [f"{k}: {trained.get(k)!r} in training, {given.get(k)!r} here" for k in keys]
+    raise NeuroCNNError(
+        f"{cache.path} was prepared with other settings than the training cohort of {run.path} "
+        f"({'; '.join(changed[:4])}); give --cohort TABLE instead, and it is prepared like the run"
+    )
+
+
 def prepare_like_run(
     run: RunFolder, cohort: Cohort, *, name: str | None = None, jobs: int | None = None, progress: bool = True
 ) -> PreparedCohort:
