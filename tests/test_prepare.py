@@ -165,3 +165,21 @@ def test_float16_storage_and_dataset(make_cohort, tmp_path):
     loader = DataLoader(ds, batch_size=2, num_workers=2)
     seen = torch.cat([b[2] for b in loader])
     assert sorted(seen.tolist()) == [1, 3, 5]
+
+
+def test_a_template_file_is_part_of_the_cache_identity(make_cohort, tmp_path):
+    from neurocnn.data.prepare import _spec_hash, _template_digest
+
+    cohort = _cohort(make_cohort(2))
+    template = tmp_path / "template.nii.gz"
+    template.write_bytes(b"first template")
+    params = PARAMS.model_copy(update={"registration": True, "template": str(template)})
+    first = _spec_hash(cohort, params, _template_digest(params))
+    template.write_bytes(b"edited template")  # same path, other contents: the arrays are stale
+    assert _spec_hash(cohort, params, _template_digest(params)) != first
+    # the built-in template keeps the hash that earlier caches were written with
+    assert _template_digest(PARAMS.model_copy(update={"registration": True})) == ""
+    template.unlink()
+    with pytest.raises(NeuroCNNError, match="template .* not found"):
+        prepare_cohort(cohort, tmp_path / "cache", params, jobs=1, progress=False)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "cache.partial").exists()

@@ -328,6 +328,13 @@ def test_spec_validation_and_errors(tmp_path: Path) -> None:
         "keep.txt",
         "participants.tsv",
     ]
+    # a folder of the user's own with a gm/ folder of real scans is never cleared
+    mine = tmp_path / "study"
+    (mine / "gm").mkdir(parents=True)
+    (mine / "gm" / "sub-01_gm.nii.gz").write_bytes(b"real scan")
+    with pytest.raises(NeuroCNNError, match="holds gm but is not a cohort made by neurocnn synth"):
+        make_cohort(small, mine, overwrite=True)
+    assert (mine / "gm" / "sub-01_gm.nii.gz").read_bytes() == b"real scan"
 
 
 def test_default_spec() -> None:

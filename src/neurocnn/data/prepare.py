@@ -73,7 +73,8 @@ def prepare_cohort(
     out = Path(out)
     check_output_folder(out)
     inputs = _input_files(cohort)
-    spec_hash = _spec_hash(cohort, params)
+    template = _template_digest(params)
+    spec_hash = _spec_hash(cohort, params, template)
     if is_current(out, spec_hash, inputs):
         return PrepareResult(open_cache(out), True, 0, 0, time.perf_counter() - start)
     if validate:
@@ -83,7 +84,7 @@ def prepare_cohort(
     partial = out.with_name(out.name + ".partial")
     subjects_dir = partial / "subjects"
     subjects_dir.mkdir(parents=True, exist_ok=True)
-    params_key = hashlib.sha256(f"{params.digest()}|{__version__}".encode()).hexdigest()
+    params_key = hashlib.sha256(f"{params.digest()}{template}|{__version__}".encode()).hexdigest()
     keys = [_subject_key(s, params_key, hashes) for s in cohort.subjects]
     # a subject is done when its array and its affine are both there (an interrupted or failed
     # assembly below keeps both, so a rerun resumes instead of missing affines)
@@ -214,7 +215,20 @@ def _input_files(cohort: Cohort) -> list[Path]:
     return files
 
 
-def _spec_hash(cohort: Cohort, params: PrepareParams) -> str:
+def _template_digest(params: PrepareParams) -> str:
+    """sha256 of a registration template given as a file (its path alone would let an edited
+    template reuse arrays registered to the old one); '' when none is read from disk."""
+    if not params.registration or params.template == "icbm152_2009":
+        return ""
+    path = Path(params.template)
+    if not path.is_file():
+        raise NeuroCNNError(f"registration template {path} not found; give a NIfTI file or icbm152_2009")
+    from neurocnn.data.io import file_sha256
+
+    return file_sha256(path)
+
+
+def _spec_hash(cohort: Cohort, params: PrepareParams, template: str = "") -> str:
     spec = {
         "params": params.model_dump(mode="json"),
         "version": __version__,
@@ -225,6 +239,8 @@ def _spec_hash(cohort: Cohort, params: PrepareParams) -> str:
             for s in cohort.subjects
         ],
     }
+    if template:  # (absent for the built-in template, so that earlier caches stay current)
+        spec["template_sha256"] = template
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 

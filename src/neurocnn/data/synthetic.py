@@ -374,6 +374,20 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
             f"output folder {out_dir} is not empty; choose a new folder or pass "
             "--overwrite (only the cohort's own files and folders are replaced)"
         )
+    clash = [name for name in OWN_ITEMS if (out_dir / name).exists()]
+    if clash and not _is_synthetic_cohort(out_dir):
+        raise NeuroCNNError(
+            f"output folder {out_dir} holds {', '.join(clash)} but is not a cohort made by neurocnn "
+            "synth; nothing was replaced. Choose a new folder"
+        )
+
+
+def _is_synthetic_cohort(out_dir: Path) -> bool:
+    try:
+        record = json.loads((out_dir / "cohort.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("generator") == "neurocnn synth"
 
 
 def _clear_out_dir(out_dir: Path) -> None:
