@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -132,27 +132,28 @@ def resolve_targets(target: Target, n: int, num_classes: int | None = None) -> T
     return t
 
 
-def speed_copy(model: nn.Module) -> nn.Module:
+def speed_copy(model: nn.Module, keep: Collection[str] = ()) -> nn.Module:
     """A copy of ``model`` for attribution: evaluation mode, frozen, BatchNorm folded into convs.
 
     In evaluation mode ``bn(conv(x))`` is one affine convolution, so folding changes outputs and
     input gradients only by float rounding; it saves the BatchNorm passes forward and backward
     (about a fifth of MriNet's time). Pairs are found inside ``nn.Sequential`` containers that keep
     Sequential's own ``forward`` (the order of calls is then the order of children); the BatchNorm
-    becomes ``nn.Identity`` so module names (a Grad-CAM layer) still resolve.
+    becomes ``nn.Identity`` so module names (a Grad-CAM layer) still resolve. Convolutions named
+    in ``keep`` (dotted names) are left unfused: their own output is what a caller hooks.
     """
     clone = copy.deepcopy(model).eval()
     # only containers that run their children in order (a subclass may override forward)
     plain = [
-        m
-        for m in clone.modules()
+        (prefix, m)
+        for prefix, m in clone.named_modules()
         if isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
     ]
-    for seq in plain:
+    for prefix, seq in plain:
         names = list(seq._modules)
         for a, b in itertools.pairwise(names):
             conv, norm = seq._modules[a], seq._modules[b]
-            if (
+            if (f"{prefix}.{a}" if prefix else a) not in keep and (
                 isinstance(conv, _CONVS)
                 and isinstance(norm, _NORMS)
                 and norm.track_running_stats

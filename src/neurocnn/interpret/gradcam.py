@@ -6,6 +6,9 @@ localization." ICCV 2017; in 3D as Kan et al. 2020 (S3), equations (6)–(7):
     α_k^c = mean over all spatial positions of ∂y^c/∂F^k         (all three axes, eq. 6)
     map_c = ReLU(Σ_k α_k^c F^k), upsampled trilinearly to the input grid   (eq. 7)
 
+Upsampling places each cell at the centre of its receptive field (`neurocnn.interpret.geometry`):
+for MriNet's unpadded convolutions the usual stretch over the whole input is 1.45× too wide.
+
 y^c is the class score (the logit) of the predicted class, or of a class the caller gives. The
 seed code always used class 1 and averaged the gradients over two of the three axes; neither is
 reproduced here.
@@ -50,6 +53,7 @@ from neurocnn.interpret.attribution import (
     spatial_dims,
     speed_copy,
 )
+from neurocnn.interpret.geometry import LayerGeometry, layer_geometry, place_on_input
 
 __all__ = ["grad_cam", "upsample_to"]
 
@@ -86,8 +90,10 @@ def grad_cam(
     relu
         Apply the ReLU of eq. (7) (turn off to see negative evidence).
     upsample
-        Resize to the input grid (trilinear, ``align_corners=False``); otherwise the map stays on
-        the layer's grid.
+        Place the map on the input grid: each cell at the centre of its receptive field, traced
+        from the network's convolutions and poolings (`neurocnn.interpret.geometry`), linear in
+        between; the plain stretch (trilinear, ``align_corners=False``) only when the geometry
+        cannot be traced. Otherwise the map stays on the layer's grid.
     fuse
         Work on a copy with BatchNorm folded into the convolutions (same result up to float
         rounding, faster). ``False`` runs the model as given.
@@ -113,13 +119,18 @@ def grad_cam(
     x = as_batch(inputs)
     name, _ = resolve_layer(model, layer)
     targets = resolve_targets(target, len(x), getattr(model, "num_classes", None))
-    net = speed_copy(model) if fuse else model
+    # (the target layer is kept unfused: folding a following BatchNorm into it would explain
+    # the normalised output instead of the layer's own)
+    net = speed_copy(model, keep=(name,)) if fuse else model
     module = net.get_submodule(name)
     device = model_device(net)
     maps: list[Tensor] = []
+    geometry: LayerGeometry | None = None
     with attribution_mode(net):
         for sl in batch_slices(len(x), batch_size):
             xb = x[sl].to(device)
+            if upsample and sl.start == 0:
+                geometry = layer_geometry(net, module, xb)
             activations, grads, scores = _layer_gradients(net, module, name, xb, targets, sl)
             dims = spatial_dims(activations)
             if activations.dim() != xb.dim() or activations.shape[0] != xb.shape[0]:
@@ -136,15 +147,16 @@ def grad_cam(
             if relu:
                 cam = cam.clamp_min(0)
             if upsample:
-                cam = upsample_to(cam, tuple(xb.shape[2:]))
+                cam = place_on_input(cam, tuple(xb.shape[2:]), geometry)
             maps.append(cam.float().cpu())
             del scores
     return torch.cat(maps) if maps else torch.zeros((0, *x.shape[2:]))
 
 
 def upsample_to(maps: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """(B, *s) maps resized to ``shape`` by (tri/bi)linear interpolation, ``align_corners=False``
-    (the convention of Captum's ``LayerAttribution.interpolate``)."""
+    """(B, *s) maps stretched over ``shape`` by (tri/bi)linear interpolation, ``align_corners=False``
+    (the convention of Captum's ``LayerAttribution.interpolate``). :func:`grad_cam` places maps by
+    the layer's traced geometry instead (`neurocnn.interpret.geometry`)."""
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(shape)]
     return F.interpolate(maps[:, None].float(), size=shape, mode=mode, align_corners=False)[:, 0]
 
