@@ -197,3 +197,23 @@ def test_reset_head_replaces_the_last_layer() -> None:
     assert model(torch.randn(1, 1, 15, 29, 29)).shape == (1, 5)
     model.reset_head(None)
     assert model(torch.randn(1, 1, 15, 29, 29)).shape == (1, model.feature_dim)
+
+
+def test_every_parameter_of_every_model_can_be_randomised():
+    """The model-randomisation sanity check re-draws parameters through each module's
+    reset_parameters(); a parameter none reaches (as the PIF layer's per-patch filters were)
+    would keep its trained value in the 'randomised' model."""
+    from neurocnn.interpret.sanity import _check_covered, randomised_copy
+
+    for name in models.available():
+        net = models.build(name, input_shape=tiny_shape(name), **SMALL_OPTIONS.get(name, {}))
+        _check_covered(net)
+        if name == "pif_cnn":
+            rnd = randomised_copy(net)
+            drawn = 0
+            for (key, before), after in zip(net.named_parameters(), rnd.parameters(), strict=True):
+                if "norm" in key or ".bn" in key:
+                    continue  # BatchNorm resets to its constant start (1, 0)
+                assert not torch.equal(before, after), key
+                drawn += "pif.weights" in key or "pif.biases" in key
+            assert drawn == 2  # the PIF layer's per-patch filters and biases

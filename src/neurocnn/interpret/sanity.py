@@ -44,13 +44,34 @@ Method = Callable[[nn.Module, Tensor, Tensor], Tensor]
 """(model, inputs, targets) -> (N, *spatial) maps."""
 
 
+def _own_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """A module's own parameters, those it keeps in a ParameterList/Dict included (the PIF layer)."""
+    params = list(module.parameters(recurse=False))
+    for child in module.children():
+        if isinstance(child, nn.ParameterList | nn.ParameterDict):
+            params += list(child.parameters())
+    return params
+
+
 def _parametrised(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Modules that own parameters and can re-initialise them, in forward (definition) order."""
     return [
         (name, m)
         for name, m in model.named_modules()
-        if hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False))
+        if hasattr(m, "reset_parameters") and _own_parameters(m)
     ]
+
+
+def _check_covered(model: nn.Module) -> None:
+    """Refuse a model with parameters no ``reset_parameters`` reaches: its 'randomised' copy would
+    keep trained weights and the test would understate how much maps depend on them."""
+    covered = {id(p) for _, m in _parametrised(model) for p in _own_parameters(m)}
+    left = [name for name, p in model.named_parameters() if id(p) not in covered]
+    if left:
+        raise NeuroCNNError(
+            f"model randomisation cannot re-draw {len(left)} parameter(s) "
+            f"({', '.join(left[:3])}): their module has no reset_parameters()"
+        )
 
 
 def randomised_copy(model: nn.Module, *, seed: int = 0, layers: Sequence[str] | None = None) -> nn.Module:
@@ -99,6 +120,7 @@ def model_randomisation(
         Columns ``randomised`` (``"all"`` or the deepest layer reset so far), ``subject`` (row of
         ``inputs``), ``spearman`` (NaN where either map is constant, e.g. all zero).
     """
+    _check_covered(model)
     trained = method(model, inputs, targets) if trained_maps is None else trained_maps
     steps: list[tuple[str, list[str] | None]] = [("all", None)]
     if cascade:

@@ -189,6 +189,13 @@ class PIFLayer(nn.Module):
         ):  # fmt: skip
             self.register_buffer(name, t.to(device), persistent=False)
 
+    def reset_parameters(self) -> None:
+        """Every patch's filters drawn again (model-randomisation tests call this); the
+        BatchNorms inside reset themselves."""
+        with torch.no_grad():
+            for w, b in zip(self.weights, self.biases, strict=True):
+                self._reset(w, b, w.shape[2])
+
     def _reset(self, weight: Tensor, bias: Tensor, fan_in_channels: int) -> None:
         # PyTorch's Conv default (kaiming-uniform with a=√5), per patch, as in the authors' layer.
         fan_in = fan_in_channels * math.prod(self.kernel)
