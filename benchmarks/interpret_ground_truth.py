@@ -120,7 +120,7 @@ def interpret(
         out = work / f"interpret_mp_scale{cfg.scale}_{mp_subjects}per_fold_{cfg.precision}"
         if cfg.sigma_mask != PerturbationConfig().sigma_mask:
             out = out.with_name(f"{out.name}_sigma{cfg.sigma_mask:g}")
-    return interpret_run(run, out, options, progress=True)
+    return interpret_run(run, out, options, progress=True, overwrite=True)
 
 
 def mean_ranks(summary: dict, folder: Path) -> dict:

@@ -385,7 +385,7 @@ def interpret_best(args: argparse.Namespace) -> Path | None:
             randomisation=True,
             randomisation_subjects=4,
         )
-        interpret_run(WORK / "runs" / best, out, options, progress=True)
+        interpret_run(WORK / "runs" / best, out, options, progress=True, overwrite=True)
     return out
 
 

@@ -130,6 +130,25 @@ def test_interpret_run_writes_maps_tables_and_checks(tiny_run: tuple[Path, Path]
     assert checks["in_top5"] == 1
     assert any("| gradcam |" in line for line in ground_truth_markdown(summary, ["Corner"]))
 
+    # a second interpretation with one method: refused without overwrite; with it, nothing of the
+    # first one (agreement, other methods' maps) is left to be read as if it were new
+    fewer = options.model_copy(
+        update={"methods": ("gradcam",), "randomisation": False, "first_layer": False, "voxel_stats": False}
+    )
+    with pytest.raises(NeuroCNNError, match="earlier interpretation; --overwrite"):
+        interpret_run(run, tmp_path, fewer, progress=False)
+    interpret_run(run, tmp_path, fewer, progress=False, overwrite=True)
+    assert not (tmp_path / "agreement.tsv").exists() and not (tmp_path / "randomisation.tsv").exists()
+    assert not list((tmp_path / "group").glob("guided_backprop_*"))
+    assert (tmp_path / "group" / "gradcam_conjoined.nii.gz").exists()
+    assert not tmp_path.with_name(tmp_path.name + ".partial").exists()
+    mine = tmp_path.parent / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("years of work")
+    with pytest.raises(NeuroCNNError, match="not an interpretation folder"):
+        interpret_run(run, mine, fewer, progress=False, overwrite=True)
+    assert (mine / "chapter1.tex").exists()
+
 
 def parse(argv: list[str]) -> argparse.Namespace:
     from neurocnn.commands import interpret

@@ -120,3 +120,26 @@ def test_brain_map_of_an_all_zero_map_still_renders(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((6, 7, 5), np.float32), np.eye(4)), path)
     png = figures.brain_map(path, np.random.default_rng(0).random((6, 7, 5)), "perturbation_M")
     assert png.startswith(b"\x89PNG")
+
+
+def test_randomisation_table_counts_constant_maps_as_zero_like_the_summary(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from neurocnn.report.build import _sanity
+    from neurocnn.report.collect import Interpretation
+
+    rnd = pd.DataFrame(
+        {
+            "method": ["gradcam"] * 4,
+            "randomised": ["all"] * 4,
+            "subject": [0, 1, 2, 3],
+            "spearman": [0.9, np.nan, np.nan, 0.8],  # two randomised maps all zero after the ReLU
+        }
+    )
+    html = _sanity(Interpretation(tmp_path, {}, {"randomisation": rnd}, {}, {}))
+    row = re.search(r"<tr>\s*<td>gradcam</td>(.*?)</tr>", html, re.S)
+    assert row is not None
+    cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+    # median of 0.9, 0, 0, 0.8 is 0.4 (without the constant maps: 0.85); 4 subjects, 2 constant
+    assert cells == ["all", "0.400", "0.900", "4", "2"]

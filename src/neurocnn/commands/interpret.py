@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("run", type=Path, nargs="?", help="run folder written by `neurocnn cv`")
     p.add_argument("--out", type=Path, help="output folder (default RUN/interpret)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier interpretation in --out")
     p.add_argument(
         "--methods",
         default="gradcam,guided_backprop,perturbation",
@@ -186,13 +187,14 @@ def run(args: argparse.Namespace) -> int:
             options,
             model=args.model,
             model_options=_model_options(args.model_option),
+            overwrite=args.overwrite,
         )
         out = args.out
     else:
         if args.run is None:
             raise NeuroCNNError("give a run folder (neurocnn interpret RUN), or --checkpoint with --cache")
         out = args.out or args.run / "interpret"
-        summary = interpret_run(args.run, out, options)
+        summary = interpret_run(args.run, out, options, overwrite=args.overwrite)
     for line in summary_lines(summary):
         print(line)
     print(f"maps and tables in {out}")

@@ -162,10 +162,12 @@ def write_cache(
     for d in {a.parent for a in arrays}:
         if d != partial and d.is_relative_to(partial):
             shutil.rmtree(d)
-    _swap(partial, final)
+    swap_folder(partial, final)
 
 
-def _swap(partial: Path, final: Path) -> None:
+def swap_folder(partial: Path, final: Path) -> None:
+    """Put a finished ``partial`` folder in place of ``final`` (an earlier one is removed only after
+    the new one is in place)."""
     old = None
     if final.exists():
         old = final.with_name(final.name + f".old-{os.getpid()}")

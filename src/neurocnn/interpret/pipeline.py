@@ -20,6 +20,7 @@ Maps are on the prepared grid with the cache's affine.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +33,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from neurocnn.data.cache import swap_folder
 from neurocnn.errors import NeuroCNNError
-from neurocnn.interpret import agreement, group, masked_eval, regions, sanity
+from neurocnn.interpret import agreement, outputs, sanity
 from neurocnn.interpret.attribution import predicted_classes
 from neurocnn.interpret.perturbation import PerturbationConfig
 from neurocnn.interpret.runs import FoldModel, load_checkpoint_model, load_run_models, pick_subjects
@@ -151,8 +153,15 @@ def interpret_models(
     options: InterpretOptions,
     *,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Maps, group maps and analyses for a list of models over a prepared cache (module doc)."""
+    """Maps, group maps and analyses for a list of models over a prepared cache (module doc).
+
+    Everything is written to ``<out>.partial`` and moved to ``out`` when complete, so an
+    interrupted run leaves no half folder and a rerun no files of an earlier one (a method or an
+    atlas no longer asked for). An earlier interpretation in ``out`` is replaced only with
+    ``overwrite``; a folder that is not an interpretation is never touched.
+    """
     roomy_allocator()  # Meaningful Perturbation's many passes reuse freed memory (models.allocator)
     unknown = [m for m in options.methods if m not in METHODS]
     if unknown:
@@ -161,16 +170,16 @@ def interpret_models(
         raise NeuroCNNError(
             f"{cache.path}: subjects' grids differ, so maps have no common grid to be saved on"
         )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out)
+    out = _start_output(final, overwrite)
     say = (lambda s: print(s, flush=True)) if progress else (lambda s: None)
     start = time.perf_counter()
     done = explain(models, cache, options, say)
     brain = _brain_mask(cache.array(), np.concatenate([fm.test for fm in models]))
     truth = _truth(options, cache)
     summary: dict[str, Any] = {"classes": cache.classes, "folds": [fm.name for fm in models], "methods": {}}
-    groups = _save_maps(done, cache, out, options, summary)
-    _region_tables(groups, cache, out, options, truth, summary)
+    groups = outputs.save_maps(done, cache, out, options, summary)
+    outputs.region_tables(groups, cache, out, options, truth, summary)
     conjoined = {m: g["conjoined"] for m, g in groups.items()}
     if len(conjoined) > 1:
         agree = agreement.agreement_table(
@@ -179,7 +188,7 @@ def interpret_models(
         agree.to_csv(out / "agreement.tsv", sep="\t", index=False)
         summary["agreement"] = agree.to_dict("records")
     if options.masked_eval:
-        _masked(models, cache, groups, out, options, summary)
+        outputs.masked(models, cache, groups, out, options, summary)
     if options.randomisation:
         _randomisation(models[0], cache, done, brain, out, options, summary)
     if truth is not None:
@@ -187,24 +196,49 @@ def interpret_models(
         for method, g in conjoined.items():
             t = sanity.localisation(g, truth["masks"], truth["brain"])
             summary["methods"][method]["localisation"] = t.to_dict("records")
-            tables.append(_lead(t, method=method))
+            tables.append(outputs.lead(t, method=method))
         pd.concat(tables, ignore_index=True).to_csv(out / "ground_truth.tsv", sep="\t", index=False)
         summary["planted"] = list(truth["masks"])
     if options.first_layer:
-        _first_layer(models, cache, out, options, summary)
+        outputs.first_layer(models, cache, out, options, summary)
     if options.voxel_stats:
-        _voxel_stats(models, cache, brain, out, summary)
+        outputs.voxel_stats(models, cache, brain, out, summary)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_plain) + "\n")
+    swap_folder(out, final)
     return summary
 
 
+def _start_output(final: Path, overwrite: bool) -> Path:
+    """The empty ``<final>.partial`` folder to write into, after checking what ``final`` holds."""
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        if not (final / "summary.json").exists():
+            raise NeuroCNNError(
+                f"{final} exists and is not an interpretation folder; "
+                "choose another --out (nothing was written)"
+            )
+        if not overwrite:
+            raise NeuroCNNError(
+                f"{final} holds an earlier interpretation; --overwrite replaces it, or choose another --out"
+            )
+    partial = final.with_name(final.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)  # what an interrupted run left: never a user's folder (its name)
+    partial.mkdir(parents=True)
+    return partial
+
+
 def interpret_run(
-    run: Path | str, out: Path | str, options: InterpretOptions, *, progress: bool = True
+    run: Path | str,
+    out: Path | str,
+    options: InterpretOptions,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Interpret the finished folds of a training run; see the module docstring for the outputs."""
     models, cache = load_run_models(run, repeat=options.repeat, folds=options.folds)
-    return interpret_models(models, cache, out, options, progress=progress)
+    return interpret_models(models, cache, out, options, progress=progress, overwrite=overwrite)
 
 
 def interpret_checkpoint(
@@ -216,91 +250,12 @@ def interpret_checkpoint(
     model: str,
     model_options: dict[str, Any] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Interpret one checkpoint of ``model`` over every labelled subject of a cache (no run folder:
     nothing guards against explaining the model's training subjects)."""
     models, cache = load_checkpoint_model(checkpoint, cache_path, model, model_options)
-    return interpret_models(models, cache, out, options, progress=progress)
-
-
-def _save_maps(
-    done: Explained, cache: Any, out: Path, options: InterpretOptions, summary: dict[str, Any]
-) -> dict[str, dict[str, np.ndarray]]:
-    """Subject maps and group maps of every method, written; returns ``{method: {group: map}}``."""
-    classes, groups = cache.classes, {}
-    for method in options.methods:
-        maps, table = done.stacked(method).numpy(), done.table(method)
-        group.save_subject_maps(maps, cache.affine, out / f"subjects_{method}.nii.gz", table)
-        y = table[options.group_by].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        g = group.group_maps(maps, y, classes)
-        g["conjoined"] = group.conjoined_map(g)
-        for name, m in g.items():
-            group.save_map(m, cache.affine, out / "group" / f"{method}_{name}.nii.gz")
-        groups[method] = g
-        seconds = done.seconds.get(method, 0.0)
-        summary["methods"][method] = {
-            "subjects": len(table),
-            "seconds": round(seconds, 1),
-            "seconds_per_subject": round(seconds / max(1, len(table)), 2),
-            "regions": {},
-        }
-    return groups
-
-
-def _region_tables(
-    groups: dict[str, dict[str, np.ndarray]],
-    cache: Any,
-    out: Path,
-    options: InterpretOptions,
-    truth: dict[str, Any] | None,
-    summary: dict[str, Any],
-) -> None:
-    """Region scores of every group map for every atlas (and the planted regions' atlas)."""
-    atlases = list(options.atlases)
-    if truth is not None and truth["atlas"] and truth["atlas"] not in atlases:
-        atlases.append(truth["atlas"])
-    (out / "regions").mkdir(exist_ok=True)
-    for spec in atlases:
-        atlas = _load_atlas(spec, tuple(cache.shape[2:]), cache.affine)
-        for method, maps in groups.items():
-            threshold = options.thresholds.get(method, 0.5)
-            full = pd.concat(
-                [
-                    _lead(
-                        regions.region_scores(m, atlas, threshold=threshold, top_percent=options.top_percent),
-                        group=name,
-                    )
-                    for name, m in maps.items()
-                ],
-                ignore_index=True,
-            )
-            full.to_csv(out / "regions" / f"{method}_{atlas.name}.tsv", sep="\t", index=False)
-            conj = full[full["group"] == "conjoined"]
-            top = conj[conj["rank"] <= options.top][["rank", "region", "score"]]
-            summary["methods"][method]["regions"][atlas.name] = top.to_dict("records")
-            if truth is not None and spec == truth["atlas"]:
-                info = summary["methods"][method]
-                info["planted_ranks"] = sanity.region_ranks(conj, list(truth["masks"]))
-                # S3's score saturates (ties) when the threshold keeps most of the brain; the mean
-                # attribution per region needs no threshold and does not favour large regions
-                info["planted_ranks_mean"] = sanity.region_ranks(
-                    conj, list(truth["masks"]), by="mean_attribution"
-                )
-
-
-def _masked(models, cache, groups, out, options, summary) -> None:  # type: ignore[no-untyped-def]
-    """Each fold model on its test inputs multiplied by each group map (S3)."""
-    data, labels = cache.array(), cache.labels()
-    masks = {f"{m}:{g}": v for m, gs in groups.items() for g, v in gs.items()}
-    tables = []
-    for fm in models:
-        x = torch.from_numpy(np.asarray(data[fm.test], dtype=np.float32))
-        t = masked_eval.masked_accuracy(fm.net, x, labels[fm.test], masks, batch_size=options.batch_size)
-        tables.append(_lead(t, fold=fm.name))
-    table = pd.concat(tables, ignore_index=True)
-    table.to_csv(out / "masked_eval.tsv", sep="\t", index=False)
-    stats = table.groupby("mask", sort=False)["accuracy"].agg(["mean", "std"]).reset_index()
-    summary["masked_eval"] = stats.to_dict("records")
+    return interpret_models(models, cache, out, options, progress=progress, overwrite=overwrite)
 
 
 def _randomisation(fm, cache, done, brain, out, options, summary) -> None:  # type: ignore[no-untyped-def]
@@ -321,7 +276,7 @@ def _randomisation(fm, cache, done, brain, out, options, summary) -> None:  # ty
         t = sanity.model_randomisation(
             run, fm.net, x, targets, mask=brain, seed=options.seed, trained_maps=done.stacked(method)[mine]
         )
-        tables.append(_lead(t, method=method, index=rows[t["subject"].to_numpy()]))
+        tables.append(outputs.lead(t, method=method, index=rows[t["subject"].to_numpy()]))
         # a constant randomised map (e.g. all zero after Grad-CAM's ReLU) has no ranking to share
         # with the trained map: its correlation is undefined and counted as 0 in the summary
         rho = t["spearman"].fillna(0.0)
@@ -333,56 +288,12 @@ def _randomisation(fm, cache, done, brain, out, options, summary) -> None:  # ty
     pd.concat(tables, ignore_index=True).to_csv(out / "randomisation.tsv", sep="\t", index=False)
 
 
-def _first_layer(models, cache, out, options, summary) -> None:  # type: ignore[no-untyped-def]
-    """First hidden layer analysis per fold model on its test subjects (features differ by model)."""
-    from neurocnn.interpret.first_layer import compare_features, first_layer_features, plot_first_layer
-
-    data, labels, tables = cache.array(), cache.labels(), []
-    for fm in models:
-        x = torch.from_numpy(np.asarray(data[fm.test], dtype=np.float32))
-        features = first_layer_features(fm.net, x, batch_size=options.batch_size)
-        t = compare_features(features, labels[fm.test], cache.classes)
-        tables.append(_lead(t, fold=fm.name, layer=features.layer))
-    table = pd.concat(tables, ignore_index=True)
-    table.to_csv(out / "first_layer.tsv", sep="\t", index=False)
-    plot_first_layer(table[table["fold"] == models[0].name], out / "first_layer.png")
-    summary["first_layer_significant"] = int(table["significant"].sum())
-
-
-def _voxel_stats(models, cache, brain, out, summary) -> None:  # type: ignore[no-untyped-def]
-    """Voxel-wise t-test of each input modality between the true classes (S4 Fig. 1)."""
-    from neurocnn.interpret.voxel_stats import voxelwise_ttest
-
-    data, labels = cache.array(), cache.labels()
-    rows = np.sort(np.concatenate([fm.test for fm in models]))
-    for c in range(data.shape[1]):
-        test = voxelwise_ttest(np.asarray(data[rows, c]), labels[rows], mask=brain)
-        prefix = f"ttest_{cache.modalities[c]}" if c < len(cache.modalities) else f"ttest_{c}"
-        test.save(out, cache.affine, prefix=prefix)
-        summary.setdefault("voxel_stats", {})[prefix] = int(test.significant.sum())
-
-
-def _lead(table: pd.DataFrame, **columns: Any) -> pd.DataFrame:
-    """``table`` with ``columns`` inserted first, in order."""
-    for i, (name, value) in enumerate(columns.items()):
-        table.insert(i, name, value)
-    return table
-
-
 def _brain_mask(data: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Voxels that are non-zero in any channel of any of the subjects (prepared caches are masked)."""
     mask = np.zeros(data.shape[2:], bool)
     for r in rows:
         mask |= np.any(np.asarray(data[r]) != 0, axis=0)
     return mask
-
-
-def _load_atlas(spec: str, shape: tuple[int, ...], affine: np.ndarray) -> regions.AtlasOnGrid:
-    """``name`` or ``image.nii.gz:labels.csv``."""
-    image, sep, table = spec.partition(":")
-    if sep and image.endswith((".nii", ".nii.gz")):
-        return regions.atlas_on_grid(image, shape, affine, labels=table)
-    return regions.atlas_on_grid(spec, shape, affine)
 
 
 def _truth(options: InterpretOptions, cache: Any) -> dict[str, Any] | None:

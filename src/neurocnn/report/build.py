@@ -175,13 +175,25 @@ def _sanity(interp: Interpretation) -> str:
     parts = []
     rnd = interp.tables.get("randomisation")
     if rnd is not None and not rnd.empty:
-        agg = rnd.groupby(["method", "randomised"])["spearman"].agg(["median", "max", "count"]).reset_index()
+        # as in summary.json: a constant map (no ranking to share) counts as correlation 0
+        agg = (
+            rnd.assign(rho=rnd["spearman"].fillna(0.0), constant=rnd["spearman"].isna())
+            .groupby(["method", "randomised"])
+            .agg(
+                median=("rho", "median"),
+                max=("rho", "max"),
+                subjects=("rho", "size"),
+                constant_maps=("constant", "sum"),
+            )
+            .reset_index()
+        )
         parts.append(
             "<h3>Model randomisation (Adebayo et al. 2018)</h3>"
             + _p(
                 "Spearman correlation between maps of the trained model and of the same "
                 "model with randomised weights; low values mean the maps depend on what "
-                "the model learned."
+                "the model learned. A randomised model whose map is constant (e.g. all zero "
+                "after Grad-CAM's ReLU) shares no ranking with the trained map: it counts as 0."
             )
             + _table(agg)
         )
