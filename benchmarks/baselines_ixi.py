@@ -129,7 +129,7 @@ def write_results(
     runs = plan(1)
     done = [n for n in names if (WORK / n / "summary.json").exists()]
     result = compare_runs([WORK / n for n in done], n_permutations=10000, n_boot=2000, seed=0)
-    result.write(WORK / "comparison")
+    result.write(WORK / "comparison", overwrite=True)
     rows = result.runs.set_index("run")
     lines = [
         "# Classical baselines on IXI (sex)",

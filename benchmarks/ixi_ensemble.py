@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     comparison = compare_runs([folder, *members, BASELINE])
     out = ROOT / "benchmarks" / "_work" / "ixi_sex" / "comparison_ensemble"
-    comparison.write(out)
+    comparison.write(out, overwrite=True)
     print(comparison.to_markdown())
     print(f"written: {folder}/predictions.csv, {out}")
     return 0

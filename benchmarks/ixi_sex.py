@@ -402,7 +402,7 @@ def results(args: argparse.Namespace) -> None:
     if not paths:
         raise SystemExit("nothing finished yet")
     comparison = compare_runs(paths, n_permutations=10000, n_boot=2000, seed=0)
-    comparison.write(WORK / "comparison")
+    comparison.write(WORK / "comparison", overwrite=True)
     rows = comparison.runs.set_index("run")
     best_base = max(baselines, key=lambda b: pooled(BASE / b)) if baselines else None
     timings = json.loads((WORK / "timings.json").read_text()) if (WORK / "timings.json").exists() else {}

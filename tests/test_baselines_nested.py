@@ -110,3 +110,53 @@ def test_splits_of_another_cohort_are_refused():
     other["participant_id"] = other["participant_id"].iloc[::-1].to_numpy()
     with pytest.raises(NeuroCNNError, match="another cohort"):
         check_table_matches(table, other)
+
+
+def test_svm_decisions_are_the_svms_own_not_the_platt_argmax():
+    """The grid search scores SVC(class_weight="balanced").predict; the reported decisions must be
+    the same rule, not the arg-max of the sigmoid (fitted without class weights), which moved the
+    threshold towards the larger class (minority sensitivity 0.27 instead of 0.67 here)."""
+    from sklearn.base import clone
+    from sklearn.metrics import balanced_accuracy_score
+
+    from neurocnn.baselines.estimators import own_decisions, svm_pipeline, with_probabilities
+
+    rng = np.random.default_rng(0)
+
+    def data(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = (rng.random(n) < 0.2).astype(int)
+        X = rng.normal(size=(n, 10))
+        X[:, :3] += 0.8 * y[:, None]
+        return X, y
+
+    (X_tr, y_tr), (X_te, y_te) = data(300), data(1000)
+    pipe = svm_pipeline().set_params(clf__C=1.0)
+    plain = clone(pipe).fit(X_tr, y_tr)
+    calibrated = with_probabilities(clone(pipe), folds=5).fit(X_tr, y_tr)
+    ours = own_decisions(calibrated, X_te)
+    np.testing.assert_array_equal(ours, plain.predict(X_te))
+    platt = calibrated.predict(X_te)
+    assert balanced_accuracy_score(y_te, ours) > balanced_accuracy_score(y_te, platt) + 0.05
+
+
+def test_roc_auc_selection_works_with_three_classes():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    n = 60
+    manifest = pd.DataFrame(
+        {
+            "index": np.arange(n),
+            "participant_id": [f"s{i}" for i in range(n)],
+            "session_id": None,
+            "label_index": np.arange(n) % 3,
+        }
+    )
+    X = rng.normal(size=(n, 5))
+    X[:, 0] += manifest["label_index"]
+    table = S.kfold(manifest, 3, seed=0)
+    est = Pipeline([("s", StandardScaler()), ("clf", LogisticRegression(max_iter=1000))])
+    for result in nested_cv(X, manifest, table, est, {"clf__C": [1e-4, 1e-2, 1, 100]}, scoring="roc_auc"):
+        assert np.isfinite(result.search["mean_score"]).all() and np.isfinite(result.best_score)

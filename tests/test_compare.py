@@ -188,6 +188,26 @@ def test_compare_table_and_pairs(tmp_path):
     assert "cnn − svm" in md and "corrected t-test" in md
     written = result.write(tmp_path / "cmp")
     assert (written / "pairs.csv").exists() and (written / "comparison.md").exists()
+    before = (written / "comparison.md").read_text()
+    with pytest.raises(NeuroCNNError, match="earlier comparison.*--overwrite"):
+        compare_runs([cnn, svm], n_permutations=10, n_boot=20).write(written)
+    assert (written / "comparison.md").read_text() == before
+    compare_runs([cnn, svm], n_permutations=10, n_boot=20).write(written, overwrite=True)
+    assert (written / "comparison.md").read_text() != before
+
+
+def test_non_finite_probabilities_are_one_line_errors(tmp_path):
+    from neurocnn.cli import main
+
+    rng = np.random.default_rng(3)
+    y = rng.permutation(np.arange(40) % 2)
+    prob = _scores(rng, y, 1.0)
+    prob[7] = np.nan  # a diverged model
+    bad = _write_run(tmp_path / "bad", y, prob, np.arange(40) % 4, ["F", "M"])
+    good = _write_run(tmp_path / "good", y, _scores(rng, y, 1.0), np.arange(40) % 4, ["F", "M"])
+    with pytest.raises(NeuroCNNError, match="sub-007 has a missing or non-finite probability"):
+        compare_runs([good, bad], n_permutations=10, n_boot=20)
+    assert main(["compare", str(good), str(bad), "--permutations", "10", "--bootstrap", "20"]) == 2
 
 
 def test_a_single_run_gets_its_table_and_no_pairs(tmp_path):

@@ -68,6 +68,10 @@ def test_a_class_absent_from_the_test_set_does_not_count_as_a_miss():
         fast_metrics(controls, np.eye(2)[controls], controls),
     ):
         assert np.isnan(m["sensitivity"]) and m["specificity"] == 1.0
+    # specificity too runs over the occurring classes: class 2 is neither a label nor a prediction
+    y3, guess = np.array([0, 0, 0, 1, 1, 1]), np.array([0, 1, 1, 0, 0, 1])  # 2 of 6 right
+    for m in (classification_metrics(y3, np.eye(3)[guess], guess), fast_metrics(y3, np.eye(3)[guess], guess)):
+        assert m["specificity"] == pytest.approx(1 / 3) == pytest.approx(m["sensitivity"])
 
 
 def test_auc_undefined_with_one_class():

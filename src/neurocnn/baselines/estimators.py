@@ -216,6 +216,20 @@ def with_probabilities(model: Any, *, seed: int = 0, folds: int = 5) -> Any:
     return model
 
 
+def own_decisions(model: Any, X: Any) -> np.ndarray:
+    """The classifier's own decisions: for an SVM wrapped by :func:`with_probabilities`, the SVM's
+    (the rule the grid search scored; with ``class_weight="balanced"`` its threshold suits
+    imbalanced classes), not the arg-max of the Platt sigmoid, which is fitted without class weights
+    and moves the threshold back towards the larger class. Other models: ``predict``."""
+    steps = getattr(model, "steps", None)
+    last = steps[-1][1] if steps else model
+    if isinstance(last, CalibratedClassifierCV) and not last.ensemble:
+        svm = last.calibrated_classifiers_[0].estimator  # fitted on all the training data
+        features = model[:-1].transform(X) if steps else X
+        return np.asarray(svm.predict(features))
+    return np.asarray(model.predict(X))
+
+
 def parse_grid(
     items: Sequence[str],
     base: Mapping[str, list[Any]] | Sequence[Mapping[str, list[Any]]],

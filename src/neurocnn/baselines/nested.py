@@ -31,7 +31,7 @@ from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from threadpoolctl import threadpool_limits
 
-from neurocnn.baselines.estimators import describe_params, with_probabilities
+from neurocnn.baselines.estimators import describe_params, own_decisions, with_probabilities
 from neurocnn.data import splits as S
 from neurocnn.errors import NeuroCNNError
 
@@ -171,7 +171,9 @@ def nested_cv(
         search = GridSearchCV(
             clone(estimator),
             param_grid,
-            scoring=scoring,
+            # scikit-learn's "roc_auc" scorer fails on 3+ classes (every grid point NaN, the first
+            # one chosen): one-vs-rest there
+            scoring="roc_auc_ovr" if scoring == "roc_auc" and n_classes > 2 else scoring,
             cv=cv,
             refit=False,
             n_jobs=n_jobs,
@@ -190,6 +192,11 @@ def nested_cv(
                 raise NeuroCNNError(
                     f"split r{repeat}_f{fold}: every grid point failed to fit; {str(exc).strip()[-300:]}"
                 ) from exc
+            if not np.isfinite(search.cv_results_["mean_test_score"]).any():
+                raise NeuroCNNError(
+                    f"split r{repeat}_f{fold}: no grid point could be scored by {scoring!r} on the "
+                    "inner folds; choose another --scoring"
+                )
             calibration_folds = min(5, _smallest_class(y_tr))
             final = with_probabilities(
                 clone(estimator).set_params(**search.best_params_), seed=seed, folds=calibration_folds
@@ -197,7 +204,7 @@ def nested_cv(
             final.fit(X_tr, y_tr)
             X_te = _take(X, te_rows)
             prob = _full_proba(final, X_te, n_classes)
-            pred = np.asarray(final.predict(X_te), dtype=np.int64)
+            pred = np.asarray(own_decisions(final, X_te), dtype=np.int64)
         yield FoldResult(
             repeat=repeat,
             fold=fold,

@@ -34,12 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="folder for runs.csv, pairs.csv and comparison.md")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in --out")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from neurocnn.errors import NeuroCNNError
-    from neurocnn.evaluation.compare import compare_runs
+    from neurocnn.evaluation.compare import check_output, compare_runs
     from neurocnn.evaluation.metrics import METRICS
 
     metrics = (
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     if names and len(names) != len(args.runs):
         raise NeuroCNNError(f"--names gives {len(names)} names for {len(args.runs)} runs")
+    if args.out:  # refused before the (minutes of) permutation tests, not after
+        check_output(Path(args.out), overwrite=args.overwrite)
     result = compare_runs(
         args.runs,
         metrics=metrics,
@@ -58,5 +61,5 @@ def run(args: argparse.Namespace) -> int:
     )
     print(result.to_markdown())
     if args.out:
-        print(f"\nwritten to {result.write(Path(args.out))}")
+        print(f"\nwritten to {result.write(Path(args.out), overwrite=args.overwrite)}")
     return 0

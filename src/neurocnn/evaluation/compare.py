@@ -115,6 +115,12 @@ def load_run(path: Path | str, name: str | None = None) -> RunPredictions:
     )
     for c in classes:
         out[f"prob_{c}"] = table[f"prob_{c}"].astype(float)
+    bad = ~np.isfinite(out[[f"prob_{c}" for c in classes]].to_numpy()).all(axis=1)
+    if bad.any():
+        raise NeuroCNNError(
+            f"{file}: participant {out.loc[bad, 'participant_id'].iloc[0]} has a missing or non-finite "
+            f"probability ({int(bad.sum())} row(s)); a diverged model? Its metrics would be undefined"
+        )
     if "prediction" in table:
         out["pred"] = _as_index(table["prediction"], classes, "prediction", file)
     else:
@@ -198,13 +204,26 @@ class Comparison:
                 }
         return None
 
-    def write(self, out: Path | str) -> Path:
+    def write(self, out: Path | str, *, overwrite: bool = False) -> Path:
+        """runs.csv, pairs.csv and comparison.md in ``out``; an earlier comparison there is
+        replaced only with ``overwrite``."""
         out = Path(out)
+        check_output(out, overwrite=overwrite)
         out.mkdir(parents=True, exist_ok=True)
         self.runs.to_csv(out / "runs.csv", index=False)
         self.pairs.to_csv(out / "pairs.csv", index=False)
         (out / "comparison.md").write_text(self.to_markdown() + "\n")
         return out
+
+
+def check_output(out: Path, *, overwrite: bool) -> None:
+    """Refuse to replace an earlier comparison's files in ``out`` without ``overwrite``."""
+    earlier = [n for n in ("runs.csv", "pairs.csv", "comparison.md") if (out / n).exists()]
+    if earlier and not overwrite:
+        raise NeuroCNNError(
+            f"{out} holds an earlier comparison ({', '.join(earlier)}); --overwrite replaces it, "
+            "or choose another --out"
+        )
 
 
 def _label(metric: str) -> str:

@@ -163,7 +163,10 @@ def evaluate_cohort(
     for _, group in per_model.groupby("model", sort=True):
         g = group[group["index"].isin(labelled["index"])]
         yy = g["index"].map(dict(zip(labelled["index"], y, strict=True))).to_numpy(dtype=np.int64)
-        singles.append(classification_metrics(yy, g[[f"prob_{c}" for c in classes]].to_numpy()))
+        # each model's own decision (a slice model's is its vote over slices, not the arg-max of
+        # its mean probability)
+        own = g["prediction"].map(lookup).to_numpy(dtype=np.int64)
+        singles.append(classification_metrics(yy, g[[f"prob_{c}" for c in classes]].to_numpy(), own))
     result["single_models"] = summarise_folds(singles)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

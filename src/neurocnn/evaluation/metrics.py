@@ -216,7 +216,9 @@ def specificity_from_cm(cm: np.ndarray) -> float:
     total = cm.sum()
     fp = cm.sum(0) - np.diag(cm)
     tn = total - cm.sum(1) - cm.sum(0) + np.diag(cm)
-    ok = tn + fp > 0
+    # over the classes that occur (as a label or a prediction), like sensitivity and precision: a
+    # class absent from a fold would otherwise add a perfect 1.0 to the mean
+    ok = (tn + fp > 0) & (cm.sum(0) + cm.sum(1) > 0)
     return float(np.mean(tn[ok] / (tn[ok] + fp[ok]))) if ok.any() else float("nan")
 
 

@@ -33,6 +33,13 @@ def as_arrays(table: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.n
     lookup = {c: i for i, c in enumerate(classes)}
     y = table["label"].map(lookup).to_numpy(dtype=np.int64)
     prob = table[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(prob).all(axis=1)
+    if bad.any():
+        first = table.loc[bad, "participant_id"].iloc[0]
+        raise NeuroCNNError(
+            f"participant {first} has a non-finite probability ({int(bad.sum())} row(s)): the model "
+            "diverged (NaN weights?); train the fold again, e.g. with a lower learning rate"
+        )
     pred = table["prediction"].map(lookup).to_numpy(dtype=np.int64)
     return y, prob, pred
 
