@@ -84,3 +84,75 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
         a = pd.read_csv(killed / "folds" / fold / "history.csv")
         b = pd.read_csv(straight / "folds" / fold / "history.csv")
         pd.testing.assert_frame_equal(a, b)
+
+
+def _interrupted_then_resumed(tmp_path: Path, name: str, sections: dict, kill_at: int | None):
+    """(uninterrupted, resumed) fold results and histories: the resumed fold was stopped by an
+    exception at the end of epoch ``kill_at`` (None: after training, while predicting its test
+    subjects, e.g. at a job's time limit)."""
+    import lightning as L
+
+    from neurocnn.data.cache import open_cache
+    from neurocnn.data.splits import kfold, split_indices
+    from neurocnn.training import fold as fold_module
+    from neurocnn.training import parse_config
+    from neurocnn.training.fold import FoldPlan, fit_fold
+    from training_fixtures import tiny_config
+
+    cache = open_cache(write_cache(tmp_path / f"{name}_cache", 30, effect=1.0))
+    ids = split_indices(kfold(cache.manifest, 3, val_fraction=0.2), 0, 0)
+    plan = FoldPlan(0, 0, ids["train"], ids["val"], ids["test"])
+    cfg = parse_config(tiny_config(cache.path, **sections))
+
+    class Kill(L.Callback):
+        def on_train_epoch_end(self, trainer, module):  # type: ignore[no-untyped-def]
+            if kill_at is not None and trainer.current_epoch == kill_at:
+                raise RuntimeError("killed")
+
+    straight = fit_fold(cfg, cache, plan, tmp_path / f"{name}_straight", progress=False)
+    original = fold_module.make_trainer
+
+    def with_kill(*args, **kwargs):  # type: ignore[no-untyped-def]
+        trainer, checkpoint, stopper = original(*args, **kwargs)
+        trainer.callbacks.append(Kill())
+        return trainer, checkpoint, stopper
+
+    def killed_while_predicting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("killed while predicting")
+
+    predict = fold_module.predict_proba
+    fold_module.make_trainer = with_kill
+    if kill_at is None:
+        fold_module.predict_proba = killed_while_predicting
+    try:
+        with pytest.raises(RuntimeError, match="killed"):
+            fit_fold(cfg, cache, plan, tmp_path / f"{name}_resumed", progress=False)
+    finally:
+        fold_module.make_trainer = original
+        fold_module.predict_proba = predict
+    resumed = fit_fold(cfg, cache, plan, tmp_path / f"{name}_resumed", resume=True, progress=False)
+    histories = [pd.read_csv(tmp_path / f"{name}_{k}" / "history.csv") for k in ("straight", "resumed")]
+    return straight, resumed, histories
+
+
+def test_plateau_schedule_resumes_on_the_same_learning_rate_path(tmp_path):
+    sections = {
+        "optim": {"lr": 0.1, "schedule": "plateau", "plateau_patience": 0, "plateau_factor": 0.5},
+        "train": {"max_epochs": 7, "batch_size": 4, "early_stopping": None},
+    }
+    straight, resumed, (a, b) = _interrupted_then_resumed(tmp_path, "plateau", sections, kill_at=3)
+    assert a["lr"].nunique() > 1, "the schedule must reduce the rate for the test to mean anything"
+    pd.testing.assert_series_equal(a["lr"], b["lr"])
+    pd.testing.assert_series_equal(a["val_loss"], b["val_loss"], rtol=1e-5)
+    assert straight["test"] == pytest.approx(resumed["test"], rel=1e-5, nan_ok=True)
+
+
+def test_a_fold_killed_after_early_stopping_resumes_without_training_more(tmp_path):
+    sections = {"optim": {"lr": 0.1}, "train": {"max_epochs": 12, "batch_size": 4, "early_stopping": 2}}
+    straight, resumed, (a, b) = _interrupted_then_resumed(tmp_path, "stopped", sections, kill_at=None)
+    assert straight["early_stopping_epoch"] is not None, (
+        "the run must stop early for the test to mean anything"
+    )
+    for key in ("epochs_run", "early_stopping_epoch", "best_epoch"):
+        assert resumed[key] == straight[key], key
+    assert len(a) == len(b)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+if TYPE_CHECKING:
+    from neurocnn.training.config import ExperimentConfig
 
 
 class FoldCheckpoint(ModelCheckpoint):
@@ -45,3 +51,22 @@ class FoldCheckpoint(ModelCheckpoint):
                 "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()},
             }
         super().load_state_dict(state_dict)
+
+
+FIT_RECORD = "fit.json"  # written when training ends: the best checkpoint, epochs, early stop
+
+
+def config_digest(config: ExperimentConfig) -> str:
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+
+
+def fit_record(fold_dir: Path, config: ExperimentConfig) -> dict[str, Any] | None:
+    """The record of a finished training of this fold with this configuration (another one, e.g.
+    more epochs, continues from last.ckpt instead)."""
+    try:
+        record = json.loads((fold_dir / FIT_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("config") != config_digest(config) or not (fold_dir / str(record.get("best", ""))).exists():
+        return None
+    return record  # type: ignore[no-any-return]

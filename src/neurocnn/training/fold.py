@@ -29,7 +29,7 @@ from neurocnn.evaluation.inference import inference_device, predict_proba
 from neurocnn.evaluation.metrics import classification_metrics
 from neurocnn.models.allocator import roomy_allocator
 from neurocnn.training.augment import SampleTransform, flip_and_shift
-from neurocnn.training.checkpoints import FoldCheckpoint
+from neurocnn.training.checkpoints import FIT_RECORD, FoldCheckpoint, config_digest, fit_record
 from neurocnn.training.config import ExperimentConfig
 from neurocnn.training.distributed import process_rank
 from neurocnn.training.module import Classifier, build_network, class_weights
@@ -291,25 +291,45 @@ def fit_fold(
         progress=progress,
     )
     last = fold_dir / "last.ckpt"
-    ckpt_path = None
-    if process_rank() == 0:  # only one process touches the fold's files
-        ckpt_path = str(last) if resume and _readable(last) else None
-        _keep_earlier_logs(fold_dir / "logs", resumed=ckpt_path is not None)
-    elif resume and last.exists():
-        ckpt_path = str(last)
-    with warnings.catch_warnings():
-        for message in QUIET:
-            warnings.filterwarnings("ignore", message=message)
-        try:
-            trainer.fit(module, datamodule=FoldData(cache, plan, config, seed), ckpt_path=ckpt_path)
-        except SystemExit:
-            if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful shutdown and exit(1)
-                raise KeyboardInterrupt from None
-            raise
-    if not trainer.is_global_zero:
-        return None
+    # Training ended (all epochs, or early stopping) but the fold was killed before its metrics
+    # were written: a resumed fold only predicts. (Lightning does not checkpoint the decision to
+    # stop, so fitting again from last.ckpt would train one epoch more than the uninterrupted run.)
+    trained = fit_record(fold_dir, config) if resume and _readable(last) else None
+    if trained is not None:
+        if process_rank() != 0:
+            return None
+    else:
+        ckpt_path = None
+        if process_rank() == 0:  # only one process touches the fold's files
+            (fold_dir / FIT_RECORD).unlink(missing_ok=True)
+            ckpt_path = str(last) if resume and _readable(last) else None
+            _keep_earlier_logs(fold_dir / "logs", resumed=ckpt_path is not None)
+        elif resume and last.exists():
+            ckpt_path = str(last)
+        with warnings.catch_warnings():
+            for message in QUIET:
+                warnings.filterwarnings("ignore", message=message)
+            try:
+                trainer.fit(module, datamodule=FoldData(cache, plan, config, seed), ckpt_path=ckpt_path)
+            except SystemExit:
+                if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful shutdown and exit(1)
+                    raise KeyboardInterrupt from None
+                raise
+        if not trainer.is_global_zero:
+            return None
+        stopped = stopper.stopped_epoch if stopper is not None and stopper.stopped_epoch else None
+        if stopped is not None and trainer.current_epoch >= t.max_epochs:
+            stopped = None  # the stopper asked, but min_epochs kept training to the end
+        best_name = Path(checkpoint.best_model_path).name if checkpoint.best_model_path else last.name
+        trained = {
+            "best": best_name,
+            "epochs_run": int(trainer.current_epoch),
+            "stopped": stopped,
+            "config": config_digest(config),
+        }
+        write_json(fold_dir / FIT_RECORD, trained)
 
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
+    best = fold_dir / trained["best"]
     best_ckpt = torch.load(best, map_location="cpu", weights_only=True)
     fresh = build_network(config, cache.shape, n_classes)
     fresh.load_state_dict(load_state(best))
@@ -318,9 +338,6 @@ def fit_fold(
     )
     write_predictions(fold_dir / "predictions.csv", cache, plan, probs, preds)
     history = write_history(fold_dir)
-    stopped = stopper.stopped_epoch if stopper is not None and stopper.stopped_epoch else None
-    if stopped is not None and trainer.current_epoch >= t.max_epochs:
-        stopped = None  # the stopper asked, but min_epochs kept training to the end
     y_test = labels[plan.test]
     result = {
         "repeat": plan.repeat,
@@ -333,8 +350,8 @@ def fit_fold(
             f"best validation {config.train.select}" if has_val else "last epoch (no validation set)"
         ),
         "best_epoch": int(best_ckpt["epoch"]),
-        "epochs_run": int(trainer.current_epoch),
-        "early_stopping_epoch": stopped,
+        "epochs_run": int(trained["epochs_run"]),
+        "early_stopping_epoch": trained["stopped"],
         "best_validation": _row(history, int(best_ckpt["epoch"])),
         "test": classification_metrics(y_test, probs, preds) if len(plan.test) else {},
         "seconds": round(time.perf_counter() - start, 2),

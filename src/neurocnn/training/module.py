@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from neurocnn.models import build, info
 from neurocnn.training.config import ExperimentConfig
-from neurocnn.training.optim import lightning_optimizers, make_optimizer, parameter_groups
+from neurocnn.training.optim import lightning_optimizers, make_optimizer, parameter_groups, plateau_scheduler
 from neurocnn.training.sampling import sample_seed
 
 
@@ -81,6 +81,8 @@ class Classifier(L.LightningModule):
         self.slices = is_slice_model(net)
         self.register_buffer("weights", weights, persistent=False)
         self._val: list[tuple[Tensor, Tensor]] = []
+        self._plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._plateau_state: dict[str, Any] | None = None  # from a checkpoint, before it exists
         # the epoch's training loss, summed over subjects (see _log_epoch)
         self._train_sum: Tensor | None = None
         self._train_n = 0
@@ -171,9 +173,28 @@ class Classifier(L.LightningModule):
         }
         # every process validated on the whole set: the values agree, no reduction needed
         self.log_dict(values, on_epoch=True, sync_dist=False)
+        if self._plateau is not None and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self._plateau.step(float(values["val_loss"]))  # before this epoch's checkpoints
 
     # --- optimisation ------------------------------------------------------------------------------
 
     def configure_optimizers(self) -> Any:
         optimizer = make_optimizer(parameter_groups(self.net, self.config, self.head_names), self.config)
+        if self.config.optim.schedule == "plateau":
+            self._plateau = plateau_scheduler(optimizer, self.config)
+            if self._plateau_state is not None:
+                self._plateau.load_state_dict(self._plateau_state)
         return lightning_optimizers(optimizer, self.config)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._plateau is not None:
+            checkpoint["plateau_scheduler"] = self._plateau.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("plateau_scheduler")
+        if state is None:
+            return
+        if self._plateau is not None:
+            self._plateau.load_state_dict(state)
+        else:  # Lightning restores the module before it configures the optimisers
+            self._plateau_state = state

@@ -47,19 +47,27 @@ def make_optimizer(groups: list[dict[str, Any]], config: ExperimentConfig) -> to
     return torch.optim.Adadelta(groups, lr=o.lr, weight_decay=o.weight_decay)
 
 
+def plateau_scheduler(
+    optimizer: torch.optim.Optimizer, config: ExperimentConfig
+) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """The plateau schedule, which `neurocnn.training.module.Classifier` steps on the validation loss
+    before the epoch's checkpoint is written and saves in it: stepped by Lightning, the step came
+    after the checkpoint and a resumed run skipped it (one reduction lost, another learning-rate
+    path than the uninterrupted run's)."""
+    o = config.optim
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=o.plateau_factor, patience=o.plateau_patience
+    )
+
+
 def lightning_optimizers(optimizer: torch.optim.Optimizer, config: ExperimentConfig) -> Any:
     """What `LightningModule.configure_optimizers` returns for the configured schedule."""
     o = config.optim
     if o.schedule == "none":
         return optimizer
     if o.schedule == "plateau":
-        scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=o.plateau_factor, patience=o.plateau_patience
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"},
-        }
+        return optimizer  # stepped by the Classifier itself (plateau_scheduler)
+    scheduler: Any
     if o.schedule == "multistep":
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=o.milestones, gamma=o.gamma)
     else:

@@ -11,6 +11,7 @@
       environment.json     versions, git commit, hardware, command line
       folds/r{R}_f{F}/     best.ckpt, last.ckpt, history.csv, predictions.csv, metrics.json
                            (metrics.json is written last: its presence marks a finished fold);
+                           fit.json once training ended (a resumed fold then only predicts);
                            error.txt when the fold failed
       predictions.csv      out-of-fold predictions of every finished fold
       metrics.json         pooled out-of-fold metrics with 95% bootstrap CIs
