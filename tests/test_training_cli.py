@@ -44,6 +44,8 @@ def test_cv_fold_job_then_gather(main, tmp_path, capsys):
         "--batch-size",
         "4",
         "--no-progress",
+        "--seed",
+        "3",
         "--out",
         str(tmp_path / "run"),
     ]
@@ -53,6 +55,27 @@ def test_cv_fold_job_then_gather(main, tmp_path, capsys):
     assert "missing: r0_f1" in capsys.readouterr().out
     assert main([*common, "--fold", "1"]) == 0
     assert "balanced accuracy" in capsys.readouterr().out
+    # gathering again gives the run's own CIs (its seed, not 0)
+    run = tmp_path / "run"
+    before = (run / "summary.json").read_text()
+    assert main(["cv", "gather", str(run)]) == 0
+    assert (run / "summary.json").read_text() == before
+    # a fold trained again: the run's pooled results are gone until every fold is back
+    import neurocnn.training.crossval as crossval
+
+    def fails(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("out of memory")
+
+    real = crossval.fit_fold
+    crossval.fit_fold = fails
+    try:
+        assert main([*common, "--fold", "0", "--overwrite"]) == 1
+    finally:
+        crossval.fit_fold = real
+    assert not (run / "summary.json").exists() and not (run / "predictions.csv").exists()
+    assert main([*common, "--fold", "0", "--resume"]) == 0
+    assert (run / "summary.json").exists()
+    capsys.readouterr()
     assert main(common) == 2  # exists: refused without --resume/--overwrite
     assert "--resume continues it" in capsys.readouterr().err
     assert main(["cv", "--resume", "--out", str(tmp_path / "run"), "--no-progress"]) == 0

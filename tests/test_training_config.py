@@ -38,6 +38,25 @@ def test_overrides_are_validated_again():
     assert cfg.with_overrides({"optim.lr": 0.5}).optim.lr == 0.5
     with pytest.raises(NeuroCNNError):
         cfg.with_overrides({"train.batch_size": 0})
+    # a search over optimisers: each gets its own default rate unless a rate was chosen
+    assert cfg.with_overrides({"optim.optimizer": "sgd"}).optim.lr == 1e-2
+    assert cfg.with_overrides({"optim.optimizer": "adadelta"}).optim.lr == 1.0
+    assert cfg.with_overrides({"optim.optimizer": "sgd", "optim.lr": 0.3}).optim.lr == 0.3
+    chosen = cfg.with_overrides({"optim.lr": 3e-4})
+    assert chosen.with_overrides({"optim.optimizer": "sgd"}).optim.lr == 3e-4
+
+
+def test_augmentation_ranges_without_their_augmentation_are_refused():
+    parser = argparse.ArgumentParser()
+    cv.add_arguments(parser)
+    base = ["cache/x", "--model", "mrinet", "--out", "r"]
+    for extra in (["--rotate", "15"], ["--zoom", "0.8,1.2"], ["--augment", "flip", "--shift=-1,2"]):
+        with pytest.raises(NeuroCNNError, match="add .* to --augment"):
+            cv.build_config(parser.parse_args([*base, *extra]))
+    cfg = cv.build_config(
+        parser.parse_args([*base, "--augment", "shift,rotate", "--shift=-1,2", "--rotate", "15"])
+    )
+    assert cfg.augment.shift == (-1, 2) and cfg.augment.rotate == 15.0
 
 
 def test_command_line_becomes_configuration(tmp_path):

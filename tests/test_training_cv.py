@@ -239,3 +239,26 @@ def test_a_run_refuses_to_continue_on_a_cohort_prepared_again_differently(tmp_pa
     # the cohort as it was: the run continues
     (cache / "cache.json").write_text(json.dumps(info))
     assert run_cv(cfg, out, folds=[1], progress=False).trained == ["r0_f1"]
+
+
+def test_a_users_folder_with_a_config_yaml_is_not_a_run_and_a_moved_cache_resumes(tmp_path):
+    import shutil
+
+    cache = write_cache(tmp_path / "cache", 18, effect=4.0)
+    mine = tmp_path / "exp1"
+    mine.mkdir()
+    cfg = config_for(cache, train={"max_epochs": 1})
+    (mine / "config.yaml").write_text(cfg.to_yaml())
+    (mine / "notes.md").write_text("my notes")
+    for kwargs in ({"overwrite": True}, {"resume": True}, {}):
+        with pytest.raises(NeuroCNNError, match="not a neurocnn run folder; it was left alone"):
+            run_cv(cfg, mine, progress=False, **kwargs)  # type: ignore[arg-type]
+    assert (mine / "notes.md").read_text() == "my notes"
+    # a run whose cache moved resumes from the new place (the cache's content is what is checked)
+    out = tmp_path / "run"
+    run_cv(cfg, out, folds=[0], progress=False)
+    shutil.move(cache, tmp_path / "moved")
+    moved = config_for(tmp_path / "moved", train={"max_epochs": 1})
+    result = run_cv(moved, out, resume=True, progress=False)
+    assert result.trained == ["r0_f1", "r0_f2"] and result.skipped == ["r0_f0"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["cache"] == moved.cache

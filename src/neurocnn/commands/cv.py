@@ -91,7 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, help="data-loader worker processes")
     g = p.add_argument_group("augmentation (training set only)")
     g.add_argument("--augment", help=f"comma-separated from {', '.join(AUGMENTS)}, or none")
-    g.add_argument("--shift", help="translation range in voxels (default -2,3)")
+    g.add_argument(
+        "--shift", help="translation range in voxels (default -2,3; write --shift=-1,2: it starts with '-')"
+    )
     g.add_argument("--rotate", type=float, help="maximum rotation in degrees (default 10)")
     g.add_argument("--zoom", help="zoom range (default 0.9,1.1)")
     g.add_argument("--augment-probability", type=float)
@@ -195,6 +197,10 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("train", "num_workers", args.workers)
     if args.devices is not None:
         put("train", "devices", int(args.devices) if args.devices.isdigit() else args.devices)
+    chosen_now = [a.strip() for a in (args.augment or "").split(",")]
+    for flag, name in ((args.shift, "shift"), (args.rotate, "rotate"), (args.zoom, "zoom")):
+        if flag is not None and name not in chosen_now:  # it would be silently ignored
+            raise NeuroCNNError(f"--{name} sets the {name} augmentation's range: add {name} to --augment")
     if args.augment is not None:
         chosen = [a.strip() for a in args.augment.split(",") if a.strip() and a.strip() != "none"]
         unknown = sorted(set(chosen) - set(AUGMENTS))

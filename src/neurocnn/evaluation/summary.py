@@ -54,10 +54,15 @@ def pooled_metrics(
     return {m: {"value": values[m], "ci95": list(ci[m])} for m in METRICS}
 
 
-def gather(run_dir: Path | str, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Write RUN/predictions.csv, RUN/metrics.json and RUN/summary.json from the finished folds."""
+def gather(run_dir: Path | str, *, n_boot: int = 2000, seed: int | None = None) -> dict[str, Any]:
+    """Write RUN/predictions.csv, RUN/metrics.json and RUN/summary.json from the finished folds.
+
+    The bootstrap's seed is the run's (``config.seed``) unless given, so gathering fold jobs gives
+    the CIs the same run trained in one go reports.
+    """
     run = RunFolder(Path(run_dir))
     config, data = run.config(), run.data()
+    seed = config.seed if seed is None else seed
     classes = list(data["classes"])
     splits = load_splits(run.path / SPLITS)
     outer = splits[splits["inner"] == -1]

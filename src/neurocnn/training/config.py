@@ -167,8 +167,20 @@ class ExperimentConfig(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def with_overrides(self, overrides: dict[str, Any]) -> ExperimentConfig:
-        """A copy with dotted keys replaced (``{"optim.lr": 1e-3}``), validated again."""
+        """A copy with dotted keys replaced (``{"optim.lr": 1e-3}``), validated again.
+
+        Another ``optim.optimizer`` without an ``optim.lr`` takes the new optimiser's default rate
+        when the current rate is the current optimiser's default (a search over optimisers would
+        otherwise run SGD and Adadelta at Adam's 1e-4).
+        """
         data = self.model_dump(mode="json")
+        new_optimizer = overrides.get("optim.optimizer")
+        if (
+            new_optimizer is not None
+            and "optim.lr" not in overrides
+            and self.optim.lr == DEFAULT_LR[self.optim.optimizer]
+        ):
+            data["optim"]["lr"] = None
         for key, value in overrides.items():
             node = data
             *parents, leaf = key.split(".")

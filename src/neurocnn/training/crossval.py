@@ -208,6 +208,9 @@ def run_cv(
         if not (run.path / ENVIRONMENT).exists():
             write_json(run.path / ENVIRONMENT, environment())
         plan, skipped = _plan(run, selected, resume=resume)
+        if plan:  # folds are (re)trained: the run's pooled results no longer describe its folds
+            for name in ("predictions.csv", "metrics.json", "summary.json"):
+                (run.path / name).unlink(missing_ok=True)
         os.environ[PLAN_ENV] = ",".join(fold_name(*rf) for rf in plan)  # DDP children inherit it
     else:
         # started by Lightning: rank 0's plan is inherited; by torchrun/SLURM: decide as rank 0 does

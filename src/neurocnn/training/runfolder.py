@@ -41,6 +41,7 @@ from neurocnn.errors import NeuroCNNError
 from neurocnn.training.config import ExperimentConfig, parse_config
 
 CONFIG, DATA, SPLITS, ENVIRONMENT = "config.yaml", "data.json", "splits.tsv", "environment.json"
+MARKER = ".neurocnn-run"  # written first: what makes a folder a run folder
 
 
 def fold_name(repeat: int, fold: int) -> str:
@@ -108,19 +109,21 @@ def open_run(
     path = Path(path)
     run = RunFolder(path)
     exists = path.exists() and any(path.iterdir())
+    if exists and not is_run_folder(path):
+        # e.g. the user's own experiment folder with its config.yaml: never deleted, never "a run"
+        raise NeuroCNNError(
+            f"{path} exists and is not a neurocnn run folder; it was left alone. Choose another --out"
+        )
     if exists and overwrite:
-        if not (path / CONFIG).exists():
-            raise NeuroCNNError(
-                f"{path} exists and is not a neurocnn run folder; it was left alone. Choose another --out"
-            )
         shutil.rmtree(path)
         exists = False
     if exists:
-        if not (path / CONFIG).exists():
-            raise NeuroCNNError(f"{path} exists and is not a neurocnn run folder; choose another --out")
-        old = read_config(path)
-        if old.model_dump() != config.model_dump():
-            changed = _differences(old.model_dump(), config.model_dump())
+        # the cache may have moved since (check_same_data compares what it holds)
+        old, new = (
+            {k: v for k, v in c.model_dump().items() if k != "cache"} for c in (read_config(path), config)
+        )
+        if old != new:
+            changed = _differences(old, new)
             raise NeuroCNNError(
                 f"{path} holds a run with a different configuration ({'; '.join(changed[:5])}); "
                 "use another --out, or --overwrite to replace it"
@@ -129,10 +132,18 @@ def open_run(
             raise NeuroCNNError(
                 f"{path} already holds this run; --resume continues it, --overwrite replaces it"
             )
+        if read_config(path).cache != config.cache:
+            write_text(path / CONFIG, config.to_yaml())  # where the cache is now
         return run
     path.mkdir(parents=True, exist_ok=True)
+    write_text(path / MARKER, f"neurocnn {__version__} run folder\n")
     write_text(path / CONFIG, config.to_yaml())
     return run
+
+
+def is_run_folder(path: Path) -> bool:
+    """Made by `open_run` (its marker; runs from before the marker: config.yaml with data.json)."""
+    return (path / MARKER).exists() or ((path / CONFIG).exists() and (path / DATA).exists())
 
 
 # what must not change between the jobs that fill one run folder (the cache may have moved)
