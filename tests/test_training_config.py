@@ -117,3 +117,6 @@ def test_process_rank_from_launcher_variables(monkeypatch):
     monkeypatch.setenv("SLURM_PROCID", "0")  # one task of a job array
     assert process_rank() == 0
     assert world_size(2, 2) == 4 and world_size("auto", 1) == 1
+    # GPU indices count as processes (a failing fold must then stop every process)
+    assert world_size("0,1", 1, "gpu") == 2 and world_size("1,3,", 2, "gpu") == 4
+    assert world_size(-1, 1, "cpu") == 1

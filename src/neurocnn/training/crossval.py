@@ -241,7 +241,7 @@ def run_cv(
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            if world_size(config.train.devices, config.train.num_nodes) > 1:
+            if world_size(config.train.devices, config.train.num_nodes, config.train.accelerator) > 1:
                 raise  # the other processes would wait for this one forever
             if rank == 0:
                 fold_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,22 @@ def process_rank() -> int:
     return int(local) + int(node) if local.isdigit() and node.isdigit() else 0
 
 
-def world_size(devices: int | str, num_nodes: int) -> int:
-    """Processes a configuration asks for (1 when the devices are not counted, e.g. "auto")."""
-    n = int(devices) if isinstance(devices, int) or str(devices).isdigit() else 1
-    return n * num_nodes
+def devices_per_node(devices: int | str, accelerator: str = "cpu") -> int:
+    """Processes per machine that Lightning starts for ``devices``: a count, a list of GPU
+    indices ("0,1"), or every GPU (-1, "auto"; one process on the CPU)."""
+    text = str(devices).strip()
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    if text.lstrip("-").isdigit() and int(text) != -1:
+        return int(text)
+    if accelerator in ("gpu", "cuda", "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.device_count()
+    return 1
+
+
+def world_size(devices: int | str, num_nodes: int, accelerator: str = "cpu") -> int:
+    """Processes a configuration asks for."""
+    return devices_per_node(devices, accelerator) * num_nodes

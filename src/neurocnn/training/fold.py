@@ -31,7 +31,7 @@ from neurocnn.models.allocator import roomy_allocator
 from neurocnn.training.augment import SampleTransform, flip_and_shift
 from neurocnn.training.checkpoints import FIT_RECORD, FoldCheckpoint, config_digest, fit_record
 from neurocnn.training.config import ExperimentConfig
-from neurocnn.training.distributed import process_rank
+from neurocnn.training.distributed import process_rank, world_size
 from neurocnn.training.module import Classifier, build_network, class_weights
 from neurocnn.training.runfolder import write_json
 from neurocnn.training.sampling import EpochDataset, EpochSampler, sample_seed
@@ -241,7 +241,7 @@ def make_trainer(
         limit_val_batches=None if has_val else 0,
         use_distributed_sampler=False,
         # SyncBatchNorm exists for GPUs only; CPU processes keep per-process statistics
-        sync_batchnorm=_distributed(t.strategy, t.devices, t.num_nodes)
+        sync_batchnorm=_distributed(t.strategy, t.devices, t.num_nodes, t.accelerator)
         and inference_device(t.accelerator).type == "cuda",
         log_every_n_steps=1,
         default_root_dir=fold_dir,
@@ -360,13 +360,9 @@ def fit_fold(
     return result
 
 
-def _distributed(strategy: str, devices: int | str, nodes: int) -> bool:
+def _distributed(strategy: str, devices: int | str, nodes: int, accelerator: str = "cpu") -> bool:
     """True when training runs in several processes (BatchNorm statistics are then synchronised)."""
-    if nodes > 1:
-        return True
-    if isinstance(devices, int) or str(devices).isdigit():
-        return int(devices) > 1
-    return "ddp" in strategy
+    return world_size(devices, nodes, accelerator) > 1 or (str(devices) == "auto" and "ddp" in strategy)
 
 
 def _readable(path: Path) -> bool:
