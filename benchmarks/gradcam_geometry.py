@@ -3,6 +3,11 @@
 MriNet's three blocks at 58×70×58, and what each placement costs.
 
     .venv/bin/python benchmarks/gradcam_geometry.py
+    .venv/bin/python benchmarks/gradcam_geometry.py --ab RUN COHORT [--layers L1,L2]
+
+``--ab``: the same trained run explained twice (Grad-CAM and HiResCAM, out-of-fold, every test
+subject), with the traced placement and with the stretch, scored against the planted regions of a
+synthetic cohort (e.g. the demo's: ``neurocnn demo --out D`` then ``--ab D/runs/mrinet D/cohort``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,44 @@ from neurocnn.models import build
 SHAPE = (58, 70, 58)
 
 
+def ab(run: str, cohort: str, layers: list[str | None]) -> None:
+    """Planted-region ranks and enrichment with the traced placement and with the stretch."""
+    from neurocnn.interpret import gradcam
+    from neurocnn.interpret.pipeline import InterpretOptions, interpret_run
+
+    traced = gradcam.layer_geometry
+    print("| layer | method | placement | planted ranks (mean attribution, AAL2) | enrichment, all planted |")
+    print("|---|---|---|---|---|")
+    for layer in layers:
+        options = InterpretOptions(
+            methods=("gradcam", "hirescam"), ground_truth=cohort, masked_eval=False, layer=layer
+        )
+        for name, geometry in (("traced", traced), ("stretch", lambda *a, **k: None)):
+            gradcam.layer_geometry = geometry  # type: ignore[assignment]
+            try:
+                out = f"/tmp/gradcam_geometry_{name}_{layer}"
+                summary = interpret_run(run, out, options, progress=False, overwrite=True)
+            finally:
+                gradcam.layer_geometry = traced
+            for method in options.methods:
+                info = summary["methods"][method]
+                ranks = ", ".join(f"{k} {v}" for k, v in info["planted_ranks_mean"].items() if v is not None)
+                mass = next(r["enrichment"] for r in info["localisation"] if r["region"] == "all planted")
+                print(f"| {layer or 'default'} | {method} | {name} | {ranks} | {mass:.2f}× |")
+
+
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--ab", nargs=2, metavar=("RUN", "COHORT"))
+    parser.add_argument("--layers", default="", help="comma-separated target layers (default: the model's)")
+    args = parser.parse_args()
+    if args.ab:
+        ab(*args.ab, [name or None for name in args.layers.split(",")])
+        return 0
     torch.set_num_threads(1)
     net = build("mrinet", in_channels=1, num_classes=2, input_shape=SHAPE).eval()
     x = torch.randn(1, 1, *SHAPE)
