@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from neurocnn import __version__
-from neurocnn.errors import NeuroCNNError
+from neurocnn.errors import NeuroCNNError, validation_problems
 
 COMMANDS = (
     "demo",
@@ -52,11 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings_problems(exc: ValidationError) -> str:
-    """Pydantic's report of bad settings on one line: 'field: problem; field: problem'."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -73,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:  # settings built from the arguments
         if args.debug:
             raise
-        print(f"neurocnn {args.command}: error: {_settings_problems(exc)}", file=sys.stderr)
+        print(f"neurocnn {args.command}: error: {'; '.join(validation_problems(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"neurocnn {args.command}: interrupted; run it again to resume", file=sys.stderr)

@@ -6,6 +6,8 @@ prints it on one line (several lines when several subjects are at fault) and exi
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class NeuroCNNError(Exception):
     """A problem with the user's input or request, explained in its message."""
@@ -15,3 +17,8 @@ class NeuroCNNError(Exception):
         if self.problems:
             message = message.rstrip() + "\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(message)
+
+
+def validation_problems(exc: Any) -> list[str]:
+    """A pydantic ``ValidationError`` as one 'field: problem' line per bad field."""
+    return [f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,6 @@ def write_cache(
         "common_affine": None if common is None else common.tolist(),
     }
     (partial / INFO).write_text(json.dumps(info, indent=1))
-    import shutil
-
     # the per-subject files are assembled: drop them, and any left by earlier settings, so the
     # cache holds only data.npy and its tables
     for a in arrays:
@@ -174,8 +173,6 @@ def swap_folder(partial: Path, final: Path) -> None:
         final.rename(old)
     partial.rename(final)
     if old is not None:
-        import shutil
-
         shutil.rmtree(old)
 
 

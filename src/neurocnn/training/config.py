@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from neurocnn.errors import NeuroCNNError
+from neurocnn.errors import NeuroCNNError, validation_problems
 
 ARTEFACTS = ("bias", "noise", "gibbs", "spike", "motion", "ghosting")
 DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "sgd": 1e-2, "adadelta": 1.0}
@@ -174,9 +174,8 @@ class ExperimentConfig(_Section):
         otherwise run SGD and Adadelta at Adam's 1e-4).
         """
         data = self.model_dump(mode="json")
-        new_optimizer = overrides.get("optim.optimizer")
         if (
-            new_optimizer is not None
+            "optim.optimizer" in overrides
             and "optim.lr" not in overrides
             and self.optim.lr == DEFAULT_LR[self.optim.optimizer]
         ):
@@ -195,8 +194,7 @@ def parse_config(data: dict[str, Any], source: str = "configuration") -> Experim
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
-        raise NeuroCNNError(f"{source} is not valid:", problems=problems) from None
+        raise NeuroCNNError(f"{source} is not valid:", problems=validation_problems(exc)) from None
 
 
 def load_config(path: Path | str) -> ExperimentConfig:
