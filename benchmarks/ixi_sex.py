@@ -12,7 +12,8 @@ Stages (each resumable; finished runs are reused):
    (``benchmarks/_work/baselines/splits.tsv``: the same folds as every baseline; 10 % of each
    training fold is the validation set for early stopping and checkpoint selection).
 3. ``small``: S2's small-sample experiment: the same folds, a stratified 20 % of each training
-   fold, ``--small-repeats`` draws.
+   fold, ``--small-repeats`` draws from ``--small-first`` on (draw r seeds both the subset and the
+   weights).
 4. ``interpret``: Grad-CAM and guided backprop of the best CNN, group maps, top-5 regions of AAL2
    (grey matter) and of the JHU white-matter atlas (``../shared/data/atlases``).
 5. ``results``: `neurocnn.evaluation.compare.compare_runs` over the CNNs and the baselines (balanced
@@ -253,7 +254,7 @@ def run_small(names: list[str], args: argparse.Namespace) -> None:
 
     folds = list(range(args.small_folds)) if args.small_folds else None
     part = f"_first{args.small_folds}" if folds else ""
-    for r in range(args.small_repeats):
+    for r in range(args.small_first, args.small_first + args.small_repeats):
         splits = None
         for name in names:
             out = WORK / "runs" / f"{name}{args.suffix}_subset20_r{r}"
@@ -522,6 +523,9 @@ def main() -> int:
     )
     p.add_argument("--seed", type=int, default=0, help="cnn: seed of weights and batches (same folds)")
     p.add_argument("--small-repeats", type=int, default=3)
+    p.add_argument(
+        "--small-first", type=int, default=0, help="small: index of the first draw (r0, r1, …) to run"
+    )
     p.add_argument("--small-folds", type=int, help="small: only the first N outer folds (CPU time)")
     p.add_argument(
         "--precision",

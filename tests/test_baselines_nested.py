@@ -139,6 +139,25 @@ def test_svm_decisions_are_the_svms_own_not_the_platt_argmax():
     assert balanced_accuracy_score(y_te, ours) > balanced_accuracy_score(y_te, platt) + 0.05
 
 
+def test_platt_calibration_keeps_each_participants_sessions_together():
+    """The SVM's sigmoid is fitted on held-out decision values: a second session of a held-out
+    participant in the fitting part would make them look better than they are on new people."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    from neurocnn.baselines.estimators import svm_pipeline
+
+    manifest, X = _cohort(40, sessions=3)
+    table = S.kfold(manifest, 4, seed=1)
+    (result,) = nested_cv(X, manifest, table, svm_pipeline(), {"clf__C": [1.0]}, splits=[(0, 0)])
+    calibrated = result.model[-1]
+    assert isinstance(calibrated, CalibratedClassifierCV)
+    pid = manifest.set_index("index")["participant_id"].loc[result.train].to_numpy()
+    assert len(calibrated.cv) == 5
+    for fit, held_out in calibrated.cv:
+        assert not set(pid[fit]) & set(pid[held_out])
+        assert len(fit) + len(held_out) == len(result.train)
+
+
 def test_roc_auc_selection_works_with_three_classes():
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline

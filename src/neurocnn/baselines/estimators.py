@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics.pairwise import rbf_kernel
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -190,14 +191,18 @@ def xgb_classifier(*, seed: int = 0, n_jobs: int = 1) -> Any:
     )
 
 
-def with_probabilities(model: Any, *, seed: int = 0, folds: int = 5) -> Any:
+def with_probabilities(
+    model: Any, *, seed: int = 0, folds: int = 5, cv: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
+) -> Any:
     """The model with its SVC (the model itself or a pipeline's last step) wrapped in Platt scaling,
     so that it gives probabilities.
 
     The SVM is fitted once on all the training data; the sigmoid is fitted on decision values of
-    ``folds``-fold cross-validation within the same training data (``CalibratedClassifierCV`` with
-    ``ensemble=False``, scikit-learn's replacement for ``SVC(probability=True)``). Other classifiers
-    are returned unchanged. The sigmoid is monotone, so the AUC is that of the decision values.
+    a cross-validation within the same training data (``CalibratedClassifierCV`` with
+    ``ensemble=False``, scikit-learn's replacement for ``SVC(probability=True)``): ``cv``, (fit,
+    held-out) position pairs such as :func:`calibration_splits` makes (sessions of one participant
+    kept together), or else a stratified ``folds``-fold split of the rows. Other classifiers are
+    returned unchanged. The sigmoid is monotone, so the AUC is that of the decision values.
     """
     steps = getattr(model, "steps", None)
     clf = steps[-1][1] if steps else model
@@ -206,7 +211,7 @@ def with_probabilities(model: Any, *, seed: int = 0, folds: int = 5) -> Any:
     calibrated = CalibratedClassifierCV(
         clone(clf),
         method="sigmoid",
-        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+        cv=list(cv) if cv is not None else StratifiedKFold(folds, shuffle=True, random_state=seed),
         ensemble=False,
     )
     if not steps:
@@ -214,6 +219,22 @@ def with_probabilities(model: Any, *, seed: int = 0, folds: int = 5) -> Any:
     model = clone(model)
     model.steps[-1] = (model.steps[-1][0], calibrated)
     return model
+
+
+def calibration_splits(
+    y: np.ndarray, groups: np.ndarray, *, seed: int = 0, folds: int = 5
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, held-out) position pairs for the Platt sigmoid of :func:`with_probabilities`: a
+    stratified split by participant (``groups``), so that no participant's sessions are on both
+    sides, with at most ``folds`` folds and no more than the participants of the smallest class."""
+    per_class = pd.Series(groups).groupby(np.asarray(y)).nunique()
+    k = int(min(folds, per_class.min()))
+    if k < 2 or len(per_class) < 2:
+        raise NeuroCNNError(
+            f"too few participants per class ({dict(per_class)}) to calibrate the SVM's probabilities"
+        )
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(a, b) for a, b in splitter.split(np.zeros(len(y)), y, groups)]
 
 
 def own_decisions(model: Any, X: Any) -> np.ndarray:

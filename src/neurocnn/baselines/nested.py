@@ -10,7 +10,8 @@ CNN run used, so that both are tested on the same subjects fold by fold. Inside 
    CNN's search used the same ones), otherwise stratified K-fold by participant
    (`StratifiedGroupKFold`, so sessions of one person stay together);
 3. the pipeline with the chosen parameters is refitted on the whole training fold (SVMs get Platt
-   probabilities, `with_probabilities`) and predicts the test fold, once.
+   probabilities, `with_probabilities`, their sigmoid fitted on a split of the training fold by
+   participant too) and predicts the test fold, once.
 
 The test fold reaches neither the search nor the refit; ``tests/test_baselines_nested.py`` checks
 it with an estimator that records every row it is fitted on or asked to predict.
@@ -31,7 +32,12 @@ from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from threadpoolctl import threadpool_limits
 
-from neurocnn.baselines.estimators import describe_params, own_decisions, with_probabilities
+from neurocnn.baselines.estimators import (
+    calibration_splits,
+    describe_params,
+    own_decisions,
+    with_probabilities,
+)
 from neurocnn.data import splits as S
 from neurocnn.errors import NeuroCNNError
 
@@ -197,9 +203,9 @@ def nested_cv(
                     f"split r{repeat}_f{fold}: no grid point could be scored by {scoring!r} on the "
                     "inner folds; choose another --scoring"
                 )
-            calibration_folds = min(5, _smallest_class(y_tr))
             final = with_probabilities(
-                clone(estimator).set_params(**search.best_params_), seed=seed, folds=calibration_folds
+                clone(estimator).set_params(**search.best_params_),
+                cv=calibration_splits(y_tr, groups_all[tr_rows], seed=seed),
             )
             final.fit(X_tr, y_tr)
             X_te = _take(X, te_rows)
@@ -219,11 +225,6 @@ def nested_cv(
             inner_source=source,
             seconds=round(time.perf_counter() - start, 2),
         )
-
-
-def _smallest_class(y: np.ndarray) -> int:
-    counts = np.bincount(y)
-    return int(counts[counts > 0].min())
 
 
 def _take(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
