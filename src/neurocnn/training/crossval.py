@@ -38,13 +38,7 @@ from neurocnn.data.cache import PreparedCohort, open_cache
 from neurocnn.errors import NeuroCNNError
 from neurocnn.training.config import ExperimentConfig
 from neurocnn.training.distributed import PLAN_ENV, process_rank, world_size
-from neurocnn.training.fold import (
-    FoldPlan,
-    check_mlflow_uri,
-    deterministic_mode,
-    fit_fold,
-    make_network,
-)
+from neurocnn.training.fold import FoldPlan, fit_fold, make_network
 from neurocnn.training.module import resolve_modalities
 from neurocnn.training.runfolder import (
     DATA,
@@ -59,6 +53,7 @@ from neurocnn.training.runfolder import (
     write_text,
 )
 from neurocnn.training.sampling import sample_seed
+from neurocnn.training.trainer import check_mlflow_uri, deterministic_mode
 
 
 @dataclass
