@@ -21,6 +21,7 @@ this machine does not have (nothing is downloaded): it is listed as not run.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -37,7 +38,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "baselines.md"
 CACHE_3MM = ROOT / "benchmarks" / "_work" / "ixi_3mm"
 CACHE_2MM = ROOT / "benchmarks" / "_work" / "ixi_2mm"
 IXI = ROOT.parent / "shared" / "data" / "ixi"
-DATE = "2026-11-21"
+DATE = datetime.date.today().isoformat()  # the day the results file is written
 
 
 def cpu_seconds() -> float:

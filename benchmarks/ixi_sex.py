@@ -27,12 +27,16 @@ Stages (each resumable; finished runs are reused):
 Run ``benchmarks/baselines_ixi.py`` first: it prepares the T1 cohort and runs the baselines.
 S2's PIF-CNN and its plain baseline are built for 1 mm inputs (the baseline needs at least 98³
 voxels; at 3 mm the PIF-CNN's trunk leaves a 1-voxel feature map): they run on a 1.5 mm cohort
-(121×145×121, prepared on request with ``--stage data --pif``), which is a GPU job.
+(121×145×121, prepared on request with ``--stage data --pif``, 8 min). On the 2-core CPU one
+draw of the small-sample experiment (5 folds, 25 training subjects, 30 epochs) takes about 10 min
+per network; the full training folds (about 127 subjects) would take about 100 min per network for
+10 folds, a GPU job. ``benchmarks/ixi_small.py`` tabulates the finished draws.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -56,7 +60,7 @@ IXI = ROOT.parent / "shared" / "data" / "ixi"
 JHU = ROOT.parent / "shared" / "data" / "atlases" / "JHU_space-MNI152NLin6_res-2x2x2"
 RESULTS = ROOT / "benchmarks" / "results" / "ixi_sex.md"
 BASELINES = ("svm_voxels", "svm_voxels_default", "regional_select", "regional_xgb", "regional_lr")
-DATE = "2026-11-21"
+DATE = datetime.date.today().isoformat()  # the day the results file is written
 
 # name -> (description, cache, model section)
 CNNS: dict[str, tuple[str, Path, dict[str, Any]]] = {
