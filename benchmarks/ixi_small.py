@@ -105,9 +105,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"- pif_cnn − {other}, {metric}: {diff.mean():+.3f} (per draw "
-                f"{', '.join(f'{d:+.3f}' for d in diff)}; paired t-test p = {p_value:.2f})"
+                f"{', '.join(f'{d:+.3f}' for d in diff)}; paired t-test p = {_p(p_value)})"
             )
     return 0
+
+
+def _p(value: float) -> str:
+    return "–" if value != value else ("<0.001" if value < 0.001 else f"{value:.3f}")
 
 
 def _sd(x: np.ndarray) -> float:
