@@ -28,9 +28,10 @@ Run ``benchmarks/baselines_ixi.py`` first: it prepares the T1 cohort and runs th
 S2's PIF-CNN and its plain baseline are built for 1 mm inputs (the baseline needs at least 98³
 voxels; at 3 mm the PIF-CNN's trunk leaves a 1-voxel feature map): they run on a 1.5 mm cohort
 (121×145×121, prepared on request with ``--stage data --pif``, 8 min). On the 2-core CPU one
-draw of the small-sample experiment (5 folds, 25 training subjects, 30 epochs) takes about 10 min
-per network; the full training folds (about 127 subjects) would take about 100 min per network for
-10 folds, a GPU job. ``benchmarks/ixi_small.py`` tabulates the finished draws.
+draw of the small-sample experiment (5 folds, 25 training subjects, 30 epochs) took 10–17 min per
+network (RESULTS.md); at that step rate the full training folds (about 127 subjects) would take
+about 100 min per network for 10 folds (an estimate, not run): a GPU job.
+``benchmarks/ixi_small.py`` tabulates the finished draws.
 """
 
 from __future__ import annotations

@@ -38,14 +38,14 @@ def scores(table: pd.DataFrame) -> dict[str, float]:
     return {"balanced_accuracy": m["balanced_accuracy"], "auc": m["auc"], "one_class_folds": one_class}
 
 
-def draws(suffix: str, folds: int | None) -> dict[int, dict[str, Path]]:
-    """Finished draws: r -> {model: predictions file}, with every model of the draw present."""
+def draws(suffix: str, folds: int | None) -> dict[int, dict[str, pd.DataFrame]]:
+    """Finished draws in order: r -> {model: its predictions}, with every model of the draw present."""
     from neurocnn.evaluation.summary import read_predictions
 
     part = f"_first{folds}" if folds else ""
     name = f"predictions{part}.csv"
-    found: dict[int, dict[str, Path]] = {}
-    for run in sorted(RUNS.glob(f"pif_cnn{suffix}_subset20_r*")):
+    found: dict[int, dict[str, pd.DataFrame]] = {}
+    for run in RUNS.glob(f"pif_cnn{suffix}_subset20_r*"):
         match = re.search(r"_r(\d+)$", run.name)
         if not match:
             continue
@@ -56,17 +56,16 @@ def draws(suffix: str, folds: int | None) -> dict[int, dict[str, Path]]:
             "svm_voxels": BASELINES / f"svm_voxels_no_val_subset20_r{r}{part}" / "predictions.csv",
         }
         if all(f.exists() for f in files.values()):
-            tests = [set(read_predictions(f)["participant_id"]) for f in files.values()]
+            tables = {model: read_predictions(f) for model, f in files.items()}
+            tests = [set(t["participant_id"]) for t in tables.values()]
             if any(t != tests[0] for t in tests):
                 sys.exit(f"draw r{r}: the models predicted different test subjects")
-            found[r] = files
-    return found
+            found[r] = tables
+    return dict(sorted(found.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
     from scipy import stats
-
-    from neurocnn.evaluation.summary import read_predictions
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suffix", default="_30ep_cosine_no_val")
@@ -76,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if not found:
         sys.exit(f"no finished draw under {RUNS} (run benchmarks/ixi_sex.py --stage small first)")
     rows = []
-    for r, files in found.items():
-        for model, path in files.items():
-            table = read_predictions(path)
+    for r, tables in found.items():
+        for model, table in tables.items():
             rows.append({"draw": r, "model": model, "n_test": len(table), **scores(table)})
     result = pd.DataFrame(rows)
     print("| draw | model | test subjects | balanced accuracy | AUC | one-class folds |")
