@@ -78,6 +78,11 @@ CNNS: dict[str, tuple[str, Path, dict[str, Any]]] = {
         TISSUE_CACHE,
         {"name": "sequential_2", "modalities": "branches"},
     ),
+    "s1_multimodal_inception": (
+        "S1 inception_1, one branch per modality: grey- and white-matter maps",
+        TISSUE_CACHE,
+        {"name": "inception_1", "modalities": "branches"},
+    ),
     "mrinet_tissue": (
         "MriNet, grey- and white-matter maps as two input channels",
         TISSUE_CACHE,

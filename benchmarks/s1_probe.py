@@ -1,12 +1,13 @@
-"""Why S1's sequential_2 does not learn a cohort: a plain training loop that watches its units.
+"""Why S1's models do not learn a cohort: a plain training loop that watches their units.
 
-    python benchmarks/s1_probe.py CACHE [--lr 1e-3] [--optimizer adam|adadelta|sgd] [--batch-norm]
-        [--centre] [--no-dropout] [--epochs 12]
+    python benchmarks/s1_probe.py CACHE [--model sequential_2] [--lr 1e-3] [--optimizer adam|adadelta|sgd]
+        [--batch-norm] [--centre] [--no-dropout] [--epochs 12]
 
-Trains sequential_2 (one branch per modality when the cache has several) on 120 random subjects of
-a prepared cohort and prints, per epoch: the training loss, the share of active ReLU units in the
-second conv_pool and in the FC128 head (on the training subjects, eval mode), the SD of the logit
-difference over the training subjects, and the AUC on the training subjects and on the rest.
+Trains an S1 model (sequential_2 unless ``--model``; one branch per modality when the cache has
+several) on 120 random subjects of a prepared cohort and prints, per epoch: the training loss, the
+share of active ReLU units in the last trunk block (sequential_2's second conv_pool, an inception
+model's 1³ reduce conv) and in the FC128 head (on the training subjects, eval mode), the SD of the
+logit difference over the training subjects, and the AUC on the training subjects and on the rest.
 A dead network shows as a logit SD near 0; a memorising one as a training AUC near 1 with a
 held-out AUC near 0.5. Used for RESULTS.md, "S1's models do not train here" (demo cohort:
 `/tmp/fulldemo/cache`, written by `neurocnn demo --out /tmp/fulldemo`).
@@ -28,6 +29,7 @@ from neurocnn.models import build
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cache")
+    p.add_argument("--model", default="sequential_2", help="an S1 model (sequential_n, inception_n, …)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--optimizer", choices=["adam", "adadelta", "sgd"], default="adam")
     p.add_argument("--batch-norm", action="store_true", help="the model's batch_norm option")
@@ -41,6 +43,8 @@ def main() -> None:
     cache = open_cache(args.cache)
     x = torch.tensor(np.asarray(cache.array()), dtype=torch.float32)
     y = torch.tensor(cache.labels())
+    labelled = y >= 0  # subjects without a label (-1) are left out
+    x, y = x[labelled], y[labelled]
     order = torch.randperm(len(y))
     train, held_out = order[: args.train], order[args.train :]
     if args.centre:
@@ -48,7 +52,7 @@ def main() -> None:
         x = (x - x[train].mean(0, keepdim=True)) / sd
     channels = x.shape[1]
     model = build(
-        "sequential_2",
+        args.model,
         modalities=channels if channels > 1 else None,
         input_shape=tuple(x.shape[2:]),
         batch_norm=args.batch_norm,
@@ -61,16 +65,19 @@ def main() -> None:
     extra = {"momentum": 0.9} if args.optimizer == "sgd" else {}
     opt = optimisers[args.optimizer](model.parameters(), lr=args.lr, **extra)
 
-    active: dict[str, list[float]] = {"conv_pool2": [], "head": []}
+    # the last trunk block (conv_pool2 of sequential_2, the 1³ reduce conv of inception models)
+    last = list(getattr(model, "gradcam_layers", [model.gradcam_layer]))
+    active: dict[str, list[float]] = {"trunk": [], "head": []}
 
     def watch(group: str):  # a forward hook counting the group's active units
         return lambda _m, _i, out: active[group].append((out > 0).float().mean().item())
 
     for name, m in model.named_modules():
-        if isinstance(m, nn.ReLU) and ("conv_pool2" in name or name.startswith("head")):
-            m.register_forward_hook(watch("conv_pool2" if "conv_pool2" in name else "head"))
+        if isinstance(m, nn.ReLU) and (any(name.startswith(t) for t in last) or name.startswith("head")):
+            m.register_forward_hook(watch("head" if name.startswith("head") else "trunk"))
 
-    columns = ["epoch", "train loss", "conv_pool2 active", "head active", "logit-difference SD"]
+    block = last[0].rsplit(".", 1)[-1]
+    columns = ["epoch", "train loss", f"{block} active", "head active", "logit-difference SD"]
     print("| " + " | ".join([*columns, "train AUC", "held-out AUC"]) + " |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for epoch in range(args.epochs):
@@ -94,7 +101,7 @@ def main() -> None:
             held = model(x[held_out])
             d_held = (held[:, 1] - held[:, 0]).numpy()
         print(
-            f"| {epoch} | {total / len(train):.3f} | {seen['conv_pool2']:.0%} | {seen['head']:.0%} | "
+            f"| {epoch} | {total / len(train):.3f} | {seen['trunk']:.0%} | {seen['head']:.0%} | "
             f"{d_train.std():.3f} | {roc_auc_score(y[train], d_train):.3f} | "
             f"{roc_auc_score(y[held_out], d_held):.3f} |",
             flush=True,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from neurocnn.commands._cohort_args import add_cohort_arguments, cohort_from_args, parse_shape
 from neurocnn.commands._help import add_command, floats
+from neurocnn.errors import NeuroCNNError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,6 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--register", action="store_true", help="affine registration to MNI (ANTsPy)")
     g.add_argument("--template", default="icbm152_2009", help="registration template (NIfTI path)")
     g.add_argument("--transform", default="Affine", choices=["Rigid", "Similarity", "Affine"])
+    g.add_argument(
+        "--registration-seed",
+        type=int,
+        default=1,
+        help="ANTs' random seed (default 1): the registration is then reproducible bit for bit; "
+        "0 for ANTs' clock seed on every core (faster, differs from run to run)",
+    )
     g.add_argument("--no-mask", action="store_true", help="do not zero voxels outside the mask")
     g.add_argument("--normalise", default="zscore", choices=["zscore", "minmax", "none"])
     g.add_argument(
@@ -47,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from neurocnn.data.prepare import prepare_cohort
     from neurocnn.data.preprocess import PrepareParams
 
+    if args.registration_seed < 0:
+        raise NeuroCNNError(
+            f"--registration-seed must be 0 (ANTs' clock seed) or positive, got {args.registration_seed}"
+        )
     cohort = cohort_from_args(args, require_labels=False)
     params = PrepareParams(
         voxel_size=args.voxel_size,
@@ -54,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         registration=args.register,
         template=args.template,
         transform=args.transform,
+        registration_seed=args.registration_seed or None,
         apply_mask=not args.no_mask,
         normalise=args.normalise,
         clip_percentiles=args.clip,

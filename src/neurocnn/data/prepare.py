@@ -153,7 +153,10 @@ def _run(
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("preparing", total=len(todo))
         pool = ProcessPoolExecutor(
-            max_workers=jobs, mp_context=_context(), initializer=_init_worker, initargs=(jobs,)
+            max_workers=jobs,
+            mp_context=_context(),
+            initializer=_init_worker,
+            initargs=(jobs, params.registration and params.registration_seed is not None),
         )
         try:
             futures: dict[Future[None], Subject] = {
@@ -186,16 +189,15 @@ def _methods() -> list[str]:
     return get_all_start_methods()
 
 
-def _init_worker(jobs: int) -> None:
-    # one thread per worker process: the processes already use every core
+def _init_worker(jobs: int, reproducible_registration: bool = False) -> None:
+    # the cores shared out between the worker processes
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    for var in (
-        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-    ):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = threads
+    # A seeded ANTs registration is reproducible only on a fixed thread count (its metric is summed
+    # per thread), so it gets one thread, whatever the machine. ITK reads this before the process's
+    # first registration and keeps it.
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1" if reproducible_registration else threads
 
 
 def _prepare_one(subject: Subject, params: PrepareParams, folder: Path, key: str) -> None:

@@ -36,6 +36,13 @@ class PrepareParams(BaseModel):
     registration: bool = Field(False, description="affine registration to the MNI template (ANTsPy)")
     template: str = Field("icbm152_2009", description="'icbm152_2009' (nilearn) or a NIfTI path")
     transform: Literal["Rigid", "Similarity", "Affine"] = "Affine"
+    registration_seed: int | None = Field(
+        1,
+        ge=1,
+        description="ANTs' random seed for the metric's sampling points; with a seed the registration "
+        "also runs on one thread, so the result is the same bit for bit on every run and machine. "
+        "None: ANTs' clock seed and every core (faster, not reproducible)",
+    )
     apply_mask: bool = Field(True, description="zero voxels outside the brain mask, when given")
     normalise: Literal["zscore", "minmax", "none"] = "zscore"
     clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
@@ -201,7 +208,14 @@ def _register_and_resample(
 
     fixed = _to_ants(_template(params.template, params.voxel_size or 2.0))
     moving = _to_ants(next(iter(imgs.values())))
-    reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=params.transform)
+    # ANTs samples the metric at random points (clock-seeded unless told) and sums it over threads:
+    # both change the transform. The thread count is fixed by the worker (`prepare._init_worker`).
+    previous = ants.config._random_seed
+    ants.config._random_seed = params.registration_seed
+    try:
+        reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=params.transform)
+    finally:
+        ants.config._random_seed = previous
     target = _to_ants(np.zeros(grid.shape, np.float32), grid.affine)
     out = {}
     for m, img in imgs.items():
