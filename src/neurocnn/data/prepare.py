@@ -194,9 +194,9 @@ def _init_worker(jobs: int, reproducible_registration: bool = False) -> None:
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = threads
-    # A seeded ANTs registration is reproducible only on a fixed thread count (its metric is summed
-    # per thread), so it gets one thread, whatever the machine. ITK reads this before the process's
-    # first registration and keeps it.
+    # A seeded ANTs registration is reproducible only on one thread (on two, runs with the same seed
+    # differed), so it gets one, whatever the machine. ITK reads this at the process's first
+    # registration and keeps it.
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1" if reproducible_registration else threads
 
 

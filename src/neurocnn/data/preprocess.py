@@ -40,7 +40,8 @@ class PrepareParams(BaseModel):
         1,
         ge=1,
         description="ANTs' random seed for the metric's sampling points; with a seed the registration "
-        "also runs on one thread, so the result is the same bit for bit on every run and machine. "
+        "also runs on one thread, so the result is the same bit for bit on every run, whatever the "
+        "number of cores. "
         "None: ANTs' clock seed and every core (faster, not reproducible)",
     )
     apply_mask: bool = Field(True, description="zero voxels outside the brain mask, when given")
