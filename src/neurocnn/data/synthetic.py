@@ -37,7 +37,6 @@ grid, effects with regions, planted subjects and observed Cohen's d, per-subject
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
 import json
 import multiprocessing
 import os
@@ -46,11 +45,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import nibabel as nib
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage
 
 from neurocnn import __version__
@@ -63,7 +60,8 @@ from neurocnn.data.effects import (
     plan_effects,
     save_weight,
 )
-from neurocnn.data.preprocess import mni_grid as preprocess_mni_grid
+from neurocnn.data.synthetic_spec import SynthSpec, default_spec
+from neurocnn.data.templates import load_templates, mni_grid
 from neurocnn.errors import NeuroCNNError
 
 __all__ = ["Effect", "SynthSpec", "default_spec", "load_templates", "make_cohort", "mni_grid"]
@@ -75,187 +73,6 @@ DESCRIPTIONS = {
     "wm": "white-matter probability (ICBM152 2009 template, nilearn)",
     "fa": "diffusion-like FA derived from the white-matter template (0..~0.8)",
 }
-
-
-class SynthSpec(BaseModel):
-    """Everything that defines a synthetic cohort; see the module docstring for the model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    n_subjects: int = Field(default=200, ge=4)
-    voxel_size: float = Field(default=3.0, ge=1.0, le=8.0, description="mm, isotropic")
-    modalities: tuple[Literal["gm", "wm", "fa"], ...] = ("gm",)
-    effects: list[Effect] = Field(default_factory=list)
-    class_balance: float = Field(default=0.5, gt=0.0, lt=1.0, description="fraction of patients")
-    labels: tuple[str, str] = ("control", "patient")
-    seed: int = Field(default=0, ge=0)
-    noise: float = Field(default=0.25, ge=0.0, description="voxel noise sd at 3 mm, unsmoothed")
-    smoothing_fwhm: float = Field(default=6.0, ge=0.0, description="mm")
-    deformation: float = Field(default=2.0, ge=0.0, description="displacement sd, mm")
-    anatomy_sd: float = Field(default=0.08, ge=0.0, description="sd of the log anatomy field")
-    field_spacing_mm: float = Field(default=24.0, gt=0.0, description="control point spacing")
-    global_sd: float = Field(default=0.05, ge=0.0, lt=0.3)
-    age_range: tuple[float, float] = (20.0, 80.0)
-    age_effect: float = Field(default=0.02, ge=0.0, lt=0.2, description="GM loss per decade")
-    age_shift: float = Field(default=0.0, description="patients older by this many years")
-    compress: bool = Field(default=True, description=".nii.gz (True) or .nii")
-
-    @model_validator(mode="after")
-    def _check(self) -> SynthSpec:
-        if not self.modalities or len(set(self.modalities)) != len(self.modalities):
-            raise ValueError(f"modalities must be distinct and not empty, got {self.modalities}")
-        for effect in self.effects:
-            for part in effect.parts or [effect]:
-                if part.modality not in self.modalities:
-                    raise ValueError(
-                        f"effect {part.name or part.kind!r} changes modality {part.modality!r}, "
-                        f"which is not generated (modalities={list(self.modalities)})"
-                    )
-        if self.labels[0] == self.labels[1] or not all(s.strip() for s in self.labels):
-            raise ValueError(f"labels must be two distinct names, got {self.labels}")
-        if not self.age_range[0] <= self.age_range[1]:
-            raise ValueError(f"age_range must be (low, high), got {self.age_range}")
-        return self
-
-
-def default_spec(
-    n_subjects: int = 200,
-    voxel_size: float = 3.0,
-    *,
-    modalities: tuple[str, ...] = ("gm", "wm", "fa"),
-    interaction: bool = False,
-    effect_size: float = 0.10,
-    seed: int = 0,
-) -> SynthSpec:
-    """The demo cohort: grey-matter reduction in three AAL2 regions, lower FA in white matter.
-
-    Parameters
-    ----------
-    n_subjects, voxel_size, seed
-        Cohort size, isotropic voxel size in mm, random seed.
-    modalities
-        Modalities to generate; the FA effect is left out without ``"fa"``.
-    interaction
-        Add an XOR interaction of two further AAL2 regions (invisible to linear models).
-    effect_size
-        Fractional reduction of the grey-matter and FA effects (the interaction's parts get 1.2×);
-        small quick cohorts may want more than the default 0.10.
-
-    Returns
-    -------
-    SynthSpec
-    """
-    effects = [
-        Effect(
-            kind="atlas",
-            name="gm_reduction",
-            atlas="aal2",
-            regions=["Hippocampus_L", "Insula_R", "Cingulate_Ant_L"],
-            modality="gm",
-            size=effect_size,
-        )
-    ]
-    if "fa" in modalities:
-        # left centrum semiovale / superior corona radiata: white matter probability ~0.98
-        effects.append(
-            Effect(
-                kind="sphere",
-                name="fa_reduction",
-                center_mm=(-28.0, -10.0, 30.0),
-                radius_mm=10.0,
-                modality="fa",
-                size=effect_size,
-            )
-        )
-    if interaction:
-        effects.append(
-            Effect(
-                kind="interaction",
-                name="gm_interaction",
-                parts=[
-                    Effect(kind="atlas", atlas="aal2", regions=[region], size=1.2 * effect_size)
-                    for region in ("Precuneus_R", "Temporal_Mid_L")
-                ],
-            )
-        )
-    return SynthSpec(
-        n_subjects=n_subjects,
-        voxel_size=voxel_size,
-        modalities=tuple(modalities),  # type: ignore[arg-type]
-        effects=effects,
-        seed=seed,
-    )
-
-
-def mni_grid(voxel_size: float) -> tuple[tuple[int, int, int], np.ndarray]:
-    """The output grid, ``(shape, affine)``: SPM's MNI bounding box at ``voxel_size`` mm, RAS.
-
-    The same grid `neurocnn prepare --register` produces (`neurocnn.data.preprocess.mni_grid`),
-    e.g. ``(61, 73, 61)`` with origin (-90, -126, -72) at 3 mm.
-    """
-    grid = preprocess_mni_grid(voxel_size)
-    return grid.shape, grid.affine
-
-
-@functools.lru_cache(maxsize=4)
-def load_templates(voxel_size: float) -> dict[str, np.ndarray]:
-    """Templates on the output grid (cached per process): gm, wm, fa and mask, float32.
-
-    Parameters
-    ----------
-    voxel_size
-        Isotropic voxel size in mm.
-
-    Returns
-    -------
-    dict
-        ``{"gm", "wm", "fa", "mask"}`` → read-only float32 arrays of :func:`mni_grid` shape.
-    """
-    from nilearn import datasets  # slow import; only when templates are needed
-    from nilearn.image import resample_img
-
-    shape, affine = mni_grid(voxel_size)
-    loaders = {
-        "gm": datasets.load_mni152_gm_template,
-        "wm": datasets.load_mni152_wm_template,
-        "mask": datasets.load_mni152_brain_mask,
-    }
-    out: dict[str, np.ndarray] = {}
-    for key, loader in loaders.items():
-        img = loader(resolution=1)
-        data = np.asarray(img.get_fdata(), dtype=np.float32)
-        if voxel_size > 1.0:
-            # anti-aliasing before linear downsampling: FWHM of about one output voxel
-            data = ndimage.gaussian_filter(data, voxel_size / 2.355, mode="constant")
-        if key == "wm":
-            wm_smooth = ndimage.gaussian_filter(data, 3.0 / 2.355, mode="constant")
-        resampled = resample_img(
-            nib.Nifti1Image(data, img.affine),
-            target_affine=affine,
-            target_shape=shape,
-            interpolation="linear",
-            force_resample=True,
-            copy_header=True,
-        )
-        out[key] = np.clip(np.asarray(resampled.dataobj, dtype=np.float32), 0.0, 1.0)
-        if key == "wm":
-            fa = resample_img(
-                nib.Nifti1Image(wm_smooth, img.affine),
-                target_affine=affine,
-                target_shape=shape,
-                interpolation="linear",
-                force_resample=True,
-                copy_header=True,
-            )
-            out["wms"] = np.clip(np.asarray(fa.dataobj, dtype=np.float32), 0.0, 1.0)
-    mask = (out["mask"] > 0.5).astype(np.float32)
-    out["mask"] = mask
-    out["fa"] = mask * (0.1 + 0.7 * out.pop("wms") ** 2)
-    for key in ("gm", "wm"):
-        out[key] = out[key] * ndimage.binary_dilation(mask > 0, iterations=1)
-    for array in out.values():
-        array.setflags(write=False)
-    return out
 
 
 @dataclass
