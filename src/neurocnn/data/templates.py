@@ -48,6 +48,19 @@ def load_templates(voxel_size: float) -> dict[str, np.ndarray]:
         "wm": datasets.load_mni152_wm_template,
         "mask": datasets.load_mni152_brain_mask,
     }
+
+    def on_grid(data: np.ndarray, source: np.ndarray) -> np.ndarray:
+        img = nib.Nifti1Image(data, source)
+        resampled = resample_img(
+            img,
+            target_affine=affine,
+            target_shape=shape,
+            interpolation="linear",
+            force_resample=True,
+            copy_header=True,
+        )
+        return np.clip(np.asarray(resampled.dataobj, dtype=np.float32), 0.0, 1.0)
+
     out: dict[str, np.ndarray] = {}
     for key, loader in loaders.items():
         img = loader(resolution=1)
@@ -55,27 +68,9 @@ def load_templates(voxel_size: float) -> dict[str, np.ndarray]:
         if voxel_size > 1.0:
             # anti-aliasing before linear downsampling: FWHM of about one output voxel
             data = ndimage.gaussian_filter(data, voxel_size / 2.355, mode="constant")
+        out[key] = on_grid(data, img.affine)
         if key == "wm":
-            wm_smooth = ndimage.gaussian_filter(data, 3.0 / 2.355, mode="constant")
-        resampled = resample_img(
-            nib.Nifti1Image(data, img.affine),
-            target_affine=affine,
-            target_shape=shape,
-            interpolation="linear",
-            force_resample=True,
-            copy_header=True,
-        )
-        out[key] = np.clip(np.asarray(resampled.dataobj, dtype=np.float32), 0.0, 1.0)
-        if key == "wm":
-            fa = resample_img(
-                nib.Nifti1Image(wm_smooth, img.affine),
-                target_affine=affine,
-                target_shape=shape,
-                interpolation="linear",
-                force_resample=True,
-                copy_header=True,
-            )
-            out["wms"] = np.clip(np.asarray(fa.dataobj, dtype=np.float32), 0.0, 1.0)
+            out["wms"] = on_grid(ndimage.gaussian_filter(data, 3.0 / 2.355, mode="constant"), img.affine)
     mask = (out["mask"] > 0.5).astype(np.float32)
     out["mask"] = mask
     out["fa"] = mask * (0.1 + 0.7 * out.pop("wms") ** 2)
