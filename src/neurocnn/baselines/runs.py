@@ -1,9 +1,8 @@
 """The four baselines as functions that write run folders (`neurocnn baseline KIND`).
 
-Each one computes its features, takes the split table (a CNN run's, a saved table, or a new
-stratified k-fold with the CNN runs' defaults, so that the same seed gives the same test folds),
-runs the nested cross-validation of `neurocnn.baselines.nested` and writes the run folder of
-`neurocnn.baselines.runfolder`.
+Each one computes its features and hands them, with its pipeline and grid, to
+`neurocnn.baselines.cv_run.run_baseline`: the split table (a CNN run's, a saved table, or a new
+stratified k-fold with the CNN runs' defaults), the nested cross-validation and the run folder.
 
 >>> from neurocnn.baselines import CVOptions, run_svm                # doctest: +SKIP
 >>> run_svm("cache/ixi_3mm", "runs/svm", CVOptions(splits="runs/mrinet"))   # doctest: +SKIP
@@ -11,18 +10,15 @@ runs the nested cross-validation of `neurocnn.baselines.nested` and writes the r
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import yaml
 
 from neurocnn.baselines import estimators as E
+from neurocnn.baselines.cv_run import CVOptions, open_cohort, run_baseline
 from neurocnn.baselines.features import (
     atlas_features,
     deep2d_features,
@@ -31,213 +27,13 @@ from neurocnn.baselines.features import (
     voxel_features,
 )
 from neurocnn.baselines.lbp import lbp_features
-from neurocnn.baselines.nested import SCORINGS, check_table_matches, nested_cv, outer_splits
-from neurocnn.baselines.runfolder import (
-    COEFFICIENT,
-    DATA,
-    ENVIRONMENT,
-    GAIN,
-    SPLITS,
-    gather_baseline,
-    is_done,
-    open_baseline_run,
-    save_splits,
-    write_fold,
-)
-from neurocnn.data import splits as S
-from neurocnn.data.cache import PreparedCohort, open_cache
+from neurocnn.baselines.runfolder import COEFFICIENT, GAIN
+from neurocnn.data.cache import PreparedCohort
 from neurocnn.errors import NeuroCNNError
-from neurocnn.training.runfolder import fold_name, write_json
+
+__all__ = ["KINDS", "CVOptions", "run_baseline", "run_deep2d", "run_lbp", "run_regional", "run_svm"]
 
 KINDS = ("svm", "lbp", "regional", "deep2d")
-
-
-@dataclass
-class CVOptions:
-    """How a baseline is cross-validated and where its splits come from.
-
-    Parameters
-    ----------
-    splits
-        A run folder (its ``splits.tsv``: results are then paired fold by fold with that run) or a
-        split table file; None makes stratified k-fold splits with ``folds``, ``repeats``, ``seed``
-        (the test folds equal those of a CNN run made with the same three values).
-    inner_folds
-        K of the inner cross-validation, when the table has no inner splits.
-    scoring
-        Hyper-parameter selection criterion (``balanced_accuracy``, ``roc_auc``, ``accuracy``).
-    grid
-        ``KEY=V1,V2`` overrides of the default grid (`neurocnn.baselines.estimators.parse_grid`).
-    n_jobs
-        Processes of the grid search.
-    threads
-        BLAS threads per process (`nested_cv`).
-    save_models
-        Keep each fold's fitted pipeline (model.joblib); the voxel SVM's take ~150 MB a fold at 3 mm.
-    """
-
-    splits: str | Path | None = None
-    folds: int = 10
-    repeats: int = 1
-    seed: int = 0
-    inner_folds: int = 5
-    scoring: str = "balanced_accuracy"
-    grid: Sequence[str] = field(default_factory=tuple)
-    n_jobs: int = 1
-    threads: int | None = 1
-    resume: bool = False
-    overwrite: bool = False
-    save_models: bool = True
-    n_boot: int = 2000
-    progress: bool = True
-
-
-def run_cache(run: Path | str) -> Path | None:
-    """The prepared cohort a run folder was made from (its config.yaml or data.json), if recorded."""
-    run = Path(run)
-    for name, key in (("config.yaml", "cache"), ("data.json", "cache")):
-        f = run / name
-        if f.is_file():
-            content = yaml.safe_load(f.read_text()) if name.endswith("yaml") else json.loads(f.read_text())
-            if isinstance(content, dict) and content.get(key):
-                return Path(content[key])
-    return None
-
-
-def resolve_splits(cache: PreparedCohort, options: CVOptions) -> tuple[pd.DataFrame, str]:
-    """The split table for a baseline and a description of where it came from."""
-    source = options.splits
-    if source is None:
-        table = S.kfold(
-            cache.manifest, options.folds, repeats=options.repeats, val_fraction=0.1, seed=options.seed
-        )
-        text = f"stratified {options.folds}-fold × {options.repeats}, seed {options.seed}"
-    else:
-        path = Path(source)
-        if path.is_dir():
-            if not (path / SPLITS).is_file():
-                raise NeuroCNNError(f"{path} has no {SPLITS}; give a run folder or a split table file")
-            path = path / SPLITS
-        table = S.load_splits(path)
-        text = str(path.resolve())
-    check_table_matches(table, cache.manifest, source=f"the splits ({text})")
-    return table, text
-
-
-def _check_options(options: CVOptions) -> None:
-    if options.scoring not in SCORINGS:
-        raise NeuroCNNError(f"scoring {options.scoring!r} is not one of {', '.join(SCORINGS)}")
-    if options.inner_folds < 2:
-        raise NeuroCNNError(f"inner folds = {options.inner_folds}: need at least 2")
-
-
-def run_baseline(
-    X: np.ndarray,
-    feature_names: list[str] | None,
-    cache: PreparedCohort,
-    out: Path | str,
-    *,
-    baseline: str,
-    name: str,
-    estimator: Any,
-    grid: Any,
-    features: dict[str, Any],
-    options: CVOptions,
-    importance: str | None = None,
-) -> dict[str, Any]:
-    """Nested cross-validation of ``estimator`` on the features ``X`` into the run folder ``out``.
-
-    Returns the run's summary (summary.json).
-    """
-    from neurocnn.training.crossval import data_record
-    from neurocnn.training.runfolder import environment
-
-    _check_options(options)
-    if len(cache.classes) < 2:
-        raise NeuroCNNError(f"{cache.path}: a classifier needs at least two classes, found {cache.classes}")
-    table, source = resolve_splits(cache, options)
-    config = {
-        "kind": "baseline",
-        "baseline": baseline,
-        "cache": str(Path(cache.path).resolve()),
-        "seed": options.seed,
-        "model": {
-            "name": name,
-            "pipeline": [f"{step}: {type(obj).__name__}" for step, obj in getattr(estimator, "steps", [])],
-            "grid": _plain_grid(grid),
-            **({"importance": importance} if importance else {}),
-        },
-        "features": {**features, "n_features": int(X.shape[1])},
-        "splits": {"source": source, "folds": len(outer_splits(table))},
-        "selection": {"inner_folds": options.inner_folds, "scoring": options.scoring},
-    }
-    run = open_baseline_run(out, config, overwrite=options.overwrite, resume=options.resume)
-    save_splits(table, run / SPLITS)
-    write_json(run / DATA, data_record(cache))
-    if not (run / ENVIRONMENT).exists():
-        write_json(run / ENVIRONMENT, {**environment(), **_versions()})
-    todo = [rf for rf in outer_splits(table) if not is_done(run, *rf)]
-    for result in nested_cv(
-        X,
-        cache.manifest,
-        table,
-        estimator,
-        grid,
-        inner_folds=options.inner_folds,
-        scoring=options.scoring,
-        n_jobs=options.n_jobs,
-        seed=options.seed,
-        splits=todo,
-        threads=options.threads,
-        n_classes=len(cache.classes),
-    ):
-        metrics = write_fold(
-            run,
-            result,
-            cache.manifest,
-            cache.classes,
-            feature_names=feature_names,
-            save_model=options.save_models,
-        )
-        if options.progress:
-            test = metrics["test"]
-            print(
-                f"{name} {fold_name(result.repeat, result.fold)}: balanced accuracy "
-                f"{test['balanced_accuracy']:.3f}, AUC {test['auc']:.3f}; chose {result.best_params} "
-                f"({result.seconds:.1f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-    return gather_baseline(run, n_boot=options.n_boot, seed=options.seed)
-
-
-def _plain_grid(grid: Any) -> Any:
-    if isinstance(grid, list):
-        return [_plain_grid(g) for g in grid]
-    return {k: [E.describe_params({k: v})[k] for v in values] for k, values in grid.items()}
-
-
-def _versions() -> dict[str, Any]:
-    import importlib.metadata as md
-
-    out = {}
-    for dist in ("scikit-learn", "scikit-image", "xgboost", "xgboost-cpu", "nilearn"):
-        try:
-            out[dist.replace("-", "_")] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return out
-
-
-def _open(cache: PreparedCohort | str | Path | None, options: CVOptions) -> PreparedCohort:
-    if isinstance(cache, PreparedCohort):
-        return cache
-    if cache is None:
-        found = run_cache(options.splits) if options.splits and Path(options.splits).is_dir() else None
-        if found is None:
-            raise NeuroCNNError("give the prepared cohort (CACHE), or --splits RUN of a run that records it")
-        cache = found
-    return open_cache(cache)
 
 
 def run_svm(
@@ -256,7 +52,7 @@ def run_svm(
     every voxel that is non-zero in any subject.
     """
     options = options or CVOptions()
-    cohort = _open(cache, options)
+    cohort = open_cohort(cache, options)
     X, positions = voxel_features(cohort, modalities=modalities)
     if mask in (None, "none"):
         step, described = None, "none"
@@ -302,7 +98,7 @@ def run_lbp(
     """Local binary patterns per slice (S4: 8 neighbours, radius 1), histograms per subject (or per
     atlas region), then SVM-RBF with standardisation, C and width by grid search."""
     options = options or CVOptions()
-    cohort = _open(cache, options)
+    cohort = open_cohort(cache, options)
     X, names = lbp_features(
         cohort,
         points=points,
@@ -408,7 +204,7 @@ def run_regional(
     for model in models:  # every grid is checked before any model runs
         estimator, grid = E.regional_model(model, seed=options.seed, n_jobs=1)
         specs[model] = (estimator, E.parse_grid(options.grid, grid, estimator))
-    cohort = _open(cache, options)
+    cohort = open_cohort(cache, options)
     X, names, features = regional_matrix(cohort, **feature_options)
     summaries = {}
     importance = {"lr": COEFFICIENT, "xgb": GAIN}
@@ -448,7 +244,7 @@ def run_deep2d(
             "deep2d needs pre-trained 2D weights: --weights PATH to a state dict saved with torch.save "
             "(e.g. ImageNet weights of the backbone); features of a random network would mean nothing"
         )
-    cohort = _open(cache, options)
+    cohort = open_cohort(cache, options)
     X, names = deep2d_features(
         cohort,
         weights,
