@@ -41,7 +41,7 @@ class PrepareParams(BaseModel):
         ge=1,
         description="ANTs' random seed for the metric's sampling points; with a seed the registration "
         "also runs on one thread, so the result is the same bit for bit on every run, whatever the "
-        "number of cores. "
+        "number of cores (checked on one machine, not across CPU types). "
         "None: ANTs' clock seed and every core (faster, not reproducible)",
     )
     apply_mask: bool = Field(True, description="zero voxels outside the brain mask, when given")
