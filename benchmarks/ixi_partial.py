@@ -4,7 +4,7 @@
         benchmarks/_work/ixi_sex/runs/mrinet_tissue_40ep_cosine_no_val \
         benchmarks/_work/baselines/svm_voxels --folds 2
 
-Pools the first ``--folds`` folds' predictions of the CNN run (``folds/r0_fK/predictions.csv``) and
+Pools the first ``--folds`` folds' predictions of the CNN run (``folds/<fold>/predictions.csv``) and
 the baseline's predictions of the same folds into two files under
 ``benchmarks/_work/ixi_sex/partial``, then runs `neurocnn.evaluation.compare.compare_runs` on them
 and prints the table (used for RESULTS.md when a run was stopped for time).
@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from neurocnn.evaluation.compare import compare_runs
+from neurocnn.training.runfolder import fold_name
 
 OUT = Path(__file__).resolve().parent / "_work" / "ixi_sex" / "partial"
 
@@ -30,11 +31,11 @@ def main() -> None:
     args = p.parse_args()
 
     OUT.mkdir(parents=True, exist_ok=True)
-    folds = range(args.folds)
-    missing = [f for f in folds if not (args.cnn / "folds" / f"r0_f{f}" / "predictions.csv").is_file()]
+    done = [args.cnn / "folds" / fold_name(0, f) / "predictions.csv" for f in range(args.folds)]
+    missing = [str(f.parent.name) for f in done if not f.is_file()]
     if missing:
-        raise SystemExit(f"{args.cnn}: fold(s) {missing} have not finished")
-    cnn = pd.concat([pd.read_csv(args.cnn / "folds" / f"r0_f{f}" / "predictions.csv") for f in folds])
+        raise SystemExit(f"{args.cnn}: fold(s) {', '.join(missing)} have not finished")
+    cnn = pd.concat([pd.read_csv(f) for f in done])
     base = pd.read_csv(args.baseline / "predictions.csv")
     base = base[base["fold"] < args.folds]
     files = []

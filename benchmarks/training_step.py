@@ -1,7 +1,9 @@
-"""Seconds per training step (batch 8, bf16 autocast, Adam) of zoo models at IXI's 3 mm shapes, in
-one process: what a 10-fold, 40-epoch IXI run of each would cost on this CPU (issue 7).
+"""Seconds per training step (batch 8, Adam; bf16 autocast unless ``--precision fp32``) of zoo models
+at IXI's 3 mm shapes, in one process: what a 10-fold, 40-epoch IXI run of each would cost on this CPU
+(issue 7). ``--precision bf16,fp32`` times both, model by model, interleaved.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/training_step.py [--models mrinet,densenet121]
+        [--precision bf16,fp32]
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ SHAPES = {"mrinet": (58, 70, 58)}  # the others at the 3 mm MNI grid
 IXI = 127 * 40 * 10  # training subjects per fold × epochs × folds (the best MriNet recipe)
 
 
-def step_seconds(name: str, batch: int = 8, repeats: int = 4) -> float:
+def step_seconds(name: str, batch: int = 8, repeats: int = 4, precision: str = "bf16") -> float:
     shape = SHAPES.get(name, (61, 73, 61))
     net = build(name, in_channels=1, num_classes=2, input_shape=shape).train()
     opt = torch.optim.Adam(net.parameters(), 1e-4)
@@ -25,7 +27,7 @@ def step_seconds(name: str, batch: int = 8, repeats: int = 4) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = torch.nn.functional.cross_entropy(net(x).float(), y)
         opt.zero_grad()
         loss.backward()
@@ -38,9 +40,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="mrinet,densenet121")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precision", default="bf16", help="bf16, fp32, or both: bf16,fp32")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [(name, step_seconds(name)) for name in args.models.split(",")]
+    precisions = args.precision.split(",")
+    rows = [
+        (f"{name} ({precision})", step_seconds(name, precision=precision))
+        for name in args.models.split(",")
+        for precision in precisions
+    ]
     reference = rows[0][1]
     print(f"| model | s / step (batch 8) | × {rows[0][0]} | IXI 10 folds × 40 epochs, h (steps only) |")
     print("|---|---:|---:|---:|")
