@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     # --- Meaningful Perturbation ----------------------------------------------------------------
     xs = x[: args.mp_subjects]
     runs = {
-        "ours, default (float32; on a CPU the jitters one at a time)": cfg,
+        # at 58×70×58 the CPU default is 2 jitters per pass (the RESULTS rows before 2026-12-07: 1)
+        "ours, default (float32; jitters per CPU pass by volume size)": cfg,
         "ours, 10 jitters as one batch (float32)": cfg.model_copy(update={"jitter_batch": 10}),
         "ours, `precision='bfloat16'`": cfg.model_copy(update={"precision": "bfloat16"}),
     }

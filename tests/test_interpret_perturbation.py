@@ -17,6 +17,7 @@ from neurocnn.interpret.perturbation import (
     _pad_end,
     _tv,
     apply_separable,
+    default_jitter_batch,
     gaussian_matrix,
     upsample_matrix,
 )
@@ -117,7 +118,7 @@ def test_perturbation_mask_covers_the_region_the_model_uses() -> None:
     assert sal[inside].mean() > 0.6 and sal[~used].mean() < 0.05
     assert inside[np.unravel_index(np.argmax(sal), shape)]
     assert result.iterations[0] < 150  # converged before max_iter
-    for batch in (3, 10):  # the default on a CPU is one jitter at a time: same maps in any chunks
+    for batch in (1, 3):  # the default here is all 10 jitters in one pass: same maps in any chunks
         chunked = meaningful_perturbation(net, x, config=cfg.model_copy(update={"jitter_batch": batch}))
         torch.testing.assert_close(chunked.saliency, result.saliency, atol=1e-4, rtol=0)
     assert net.scale.requires_grad and net.scale.grad is None
@@ -155,3 +156,12 @@ def test_perturbation_runs_on_mrinet_without_touching_it() -> None:
     assert all(p.grad is None and p.requires_grad for p in net.parameters())
     for k, v in net.state_dict().items():
         torch.testing.assert_close(v, before[k])
+
+
+def test_the_default_jitter_batch_fits_the_volume_on_a_cpu() -> None:
+    assert default_jitter_batch(10, (31, 37, 31), "cuda") == 10
+    assert default_jitter_batch(10, (31, 37, 31), "cpu") == 10  # small volumes: all at once
+    assert default_jitter_batch(10, (46, 55, 46), "cpu") == 5
+    assert default_jitter_batch(10, (58, 70, 58), "cpu") == 2
+    assert default_jitter_batch(10, (121, 145, 121), "cpu") == 1  # never less than one
+    assert default_jitter_batch(3, (8, 8, 8), "cpu") == 3  # never more than there are
