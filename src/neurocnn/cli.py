@@ -27,6 +27,7 @@ COMMANDS = (
     "cv",
     "evaluate",
     "predict",
+    "tta",
     "baseline",
     "compare",
     "interpret",

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from neurocnn.data.cache import PreparedCohort
 from neurocnn.data.dataset import CachedDataset
+from neurocnn.errors import NeuroCNNError
 
 
 def inference_device(accelerator: str = "cpu") -> torch.device:
@@ -32,8 +33,13 @@ def predict_proba(
     *,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
+    flip: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (n, K) and predicted classes (n,) for cache rows ``indices``, in that order."""
+    """Probabilities (n, K) and predicted classes (n,) for cache rows ``indices``, in that order.
+
+    ``flip``: test-time augmentation, the mean probability over each scan and its mirror along the
+    first spatial axis (left-right in the RAS cache); the decision is the arg-max of the mean.
+    """
     indices = np.asarray(indices, dtype=np.int64)
     n_classes = int(getattr(net, "num_classes", 0)) or None
     if len(indices) == 0:
@@ -43,6 +49,11 @@ def predict_proba(
     loader = DataLoader(CachedDataset(cache, indices), batch_size=batch_size, shuffle=False)
     probs, preds = [], []
     vote = getattr(net, "vote", None)
+    if flip and vote is not None:
+        raise NeuroCNNError(
+            f"{type(net).__name__} decides by a vote over slices; mirrored test-time augmentation is "
+            "for networks that see the whole volume"
+        )
     try:
         for x, _, _ in loader:
             x = x.to(device)
@@ -51,6 +62,8 @@ def predict_proba(
                 p, d = result.probability, result.prediction
             else:
                 p = torch.softmax(net(x).float(), dim=1)
+                if flip:
+                    p = (p + torch.softmax(net(x.flip(2)).float(), dim=1)) / 2
                 d = p.argmax(1)
             probs.append(p.float().cpu().numpy())
             preds.append(d.cpu().numpy())
