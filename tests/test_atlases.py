@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from neurocnn import atlases
+from neurocnn import atlas_labels, atlases
 from neurocnn.errors import NeuroCNNError
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "atlases"
@@ -31,7 +31,7 @@ def test_load_aal2() -> None:
     assert len(labels) == 120 and labels[4101] == "Hippocampus_L"
     values = set(np.unique(np.asarray(img.dataobj)).tolist()) - {0}
     assert values == set(labels)
-    assert atlases.find_labels(labels, ["hippocampus_l", 4102, "4201"]) == [4101, 4102, 4201]
+    assert atlas_labels.find_labels(labels, ["hippocampus_l", 4102, "4201"]) == [4101, 4102, 4201]
     same, _ = atlases.load_atlas("aal")
     np.testing.assert_array_equal(np.asarray(same.dataobj), np.asarray(img.dataobj))
 
@@ -58,9 +58,9 @@ def test_unknown_atlas_lists_available_names() -> None:
     for name in ("aal", "harvard_oxford", "juelich", "aal2 (= aal)"):
         assert name in message
     with pytest.raises(NeuroCNNError, match="did you mean Hippocampus_L"):
-        atlases.find_labels(atlases.load_atlas("aal2")[1], ["Hipocampus_L"], atlas="aal2")
+        atlas_labels.find_labels(atlases.load_atlas("aal2")[1], ["Hipocampus_L"], atlas="aal2")
     with pytest.raises(NeuroCNNError, match="no region with label value 7"):
-        atlases.find_labels({1: "a"}, [7])
+        atlas_labels.find_labels({1: "a"}, [7])
 
 
 def _label_image(path: Path, affine: np.ndarray | None = None) -> np.ndarray:

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from neurocnn.atlases import find_labels, load_atlas, resample_labels_to
+from neurocnn.atlas_labels import find_labels
+from neurocnn.atlases import load_atlas, resample_labels_to
 from neurocnn.commands import synth as synth_cmd
 from neurocnn.data.synthetic import (
     QUANTUM,

@@ -152,7 +152,7 @@ def regional_matrix(
             "regional features come from --table FILE or from --atlas NAME|PATH (give one of them)"
         )
     if table is not None:
-        from neurocnn.atlases import read_label_table
+        from neurocnn.atlas_labels import read_label_table
 
         readable = {str(k): v for k, v in read_label_table(names).items()} if names else None
         X, feature_names, ignored = table_features(

@@ -30,7 +30,8 @@ import nibabel as nib
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
-from neurocnn.atlases import find_labels, load_atlas, resample_labels_to
+from neurocnn.atlas_labels import find_labels
+from neurocnn.atlases import load_atlas, resample_labels_to
 from neurocnn.errors import NeuroCNNError
 
 MODALITIES = ("gm", "wm", "fa")

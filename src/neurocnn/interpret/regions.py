@@ -42,7 +42,7 @@ class AtlasOnGrid:
     names: dict[int, str]  # label value -> region name, regions present on the grid only
 
     def region_mask(self, region: str | int) -> np.ndarray:
-        from neurocnn.atlases import find_labels
+        from neurocnn.atlas_labels import find_labels
 
         (value,) = find_labels(self.names, [region], atlas=self.name)
         return self.labels == value
