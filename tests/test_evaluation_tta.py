@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from neurocnn.commands import tta as tta_command
@@ -84,14 +87,49 @@ def test_tta_keeps_earlier_results_and_other_folders(run, tmp_path):
 
 
 def test_tta_of_a_run_still_training_takes_the_finished_folds(run, tmp_path):
-    import shutil
-
     partial = tmp_path / "partial"
     shutil.copytree(run, partial, ignore=shutil.ignore_patterns("tta_*"))
     (partial / "folds" / "r0_f1" / "metrics.json").unlink()  # as if still training
     summary = tta_run(partial, progress=False)
-    assert summary["folds_done"] == 1 and summary["missing"] == ["r0_f1"]
+    assert summary["folds_done"] == 1 and summary["missing"] == ["r0_f1"] and not summary["failed"]
     assert set(pd.read_csv(partial / "tta_flip" / "predictions.csv")["fold"]) == {0}
+    (partial / "folds" / "r0_f1" / "error.txt").write_text("Traceback: out of memory")
+    summary = tta_run(partial, progress=False, overwrite=True)
+    assert summary["failed"] == ["r0_f1"]  # a failed fold stays failed, not just missing
+
+
+def test_tta_finds_a_moved_cache_and_refuses_another_cohort(run, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved, ignore=shutil.ignore_patterns("tta_*"))
+    cache = Path(parse_config(_yaml(run)).cache)
+    shutil.copytree(cache, tmp_path / "cache_now")
+    config = _yaml(moved)
+    config["cache"] = str(tmp_path / "nowhere")
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(NeuroCNNError, match="is not at .*nowhere; give --cache"):
+        tta_run(moved, progress=False)
+    summary = tta_run(moved, cache=tmp_path / "cache_now", progress=False)
+    assert summary["folds_done"] == 2
+    other = write_cache(tmp_path / "other", n=24, seed=5, prefix="other-")
+    with pytest.raises(NeuroCNNError, match="prepared differently .* give --cache the run's own"):
+        tta_run(moved, tmp_path / "o", cache=other, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_tta_keeps_the_earlier_result(run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("tta_*"))
+    tta_run(copy, progress=False)
+    before = (copy / "tta_flip" / "predictions.csv").read_bytes()
+    fit = json.loads((copy / "folds" / "r0_f1" / "fit.json").read_text())
+    (copy / "folds" / "r0_f1" / fit["best"]).unlink()
+    with pytest.raises(NeuroCNNError, match="r0_f1: its checkpoint .* is missing"):
+        tta_run(copy, progress=False, overwrite=True)
+    assert (copy / "tta_flip" / "predictions.csv").read_bytes() == before
+    assert not list(copy.glob(".tta_flip*"))
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(NeuroCNNError, match="is a file; give --out a folder"):
+        tta_run(copy, tmp_path / "a_file", progress=False)
 
 
 def test_slice_vote_models_refuse_mirrored_tta(run):
@@ -110,8 +148,6 @@ def test_slice_vote_models_refuse_mirrored_tta(run):
 
 
 def _yaml(run):
-    import yaml
-
     return yaml.safe_load((run / "config.yaml").read_text())
 
 

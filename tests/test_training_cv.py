@@ -18,6 +18,7 @@ from neurocnn.errors import NeuroCNNError
 from neurocnn.evaluation.summary import gather
 from neurocnn.training import crossval as crossval_module
 from neurocnn.training import parse_config, run_cv
+from neurocnn.training.runfolder import fold_config, read_config
 from training_fixtures import tiny_config, write_cache
 
 SMALL_NET = {"name": "sequential_1", "options": {"filters": 4, "hidden": 8, "dropout": 0.0}}
@@ -214,6 +215,10 @@ def test_nested_search_chooses_on_inner_folds(cohort, tmp_path):
     assert result.trained == ["r0_f0"]
     search = json.loads((out / "folds/r0_f0/search.json").read_text())
     assert len(search["candidates"]) == 2 and search["chosen"] in search["candidates"]
+    # the fold's models are rebuilt (tta, evaluate, interpret) with what its search chose
+    chosen = fold_config(read_config(out), out / "folds/r0_f0")
+    assert chosen.optim.lr == search["chosen"]["optim.lr"] and not chosen.search
+    assert fold_config(read_config(out), out / "folds/r0_f1") == read_config(out)  # no search there
     # inner test folds lie inside the outer training set
     splits = load_splits(out / "splits.tsv")
     outer_test = set(splits[(splits.inner == -1) & (splits.fold == 0) & (splits.role == "test")]["index"])

@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("run", type=Path, metavar="RUN", help="run folder of `neurocnn cv`")
     p.add_argument("--out", type=Path, help="result folder (default RUN/tta_flip)")
+    p.add_argument("--cache", type=Path, help="the run's prepared cohort, if it has moved since training")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier result in --out")
     p.set_defaults(func=run)
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from neurocnn.evaluation.summary import describe
     from neurocnn.evaluation.tta import default_out, tta_run
 
-    summary = tta_run(args.run, args.out, overwrite=args.overwrite)
+    summary = tta_run(args.run, args.out, cache=args.cache, overwrite=args.overwrite)
     print(describe(summary))
     print(f"written to {args.out or default_out(args.run)}")
     return 0

@@ -20,7 +20,7 @@ from neurocnn.errors import NeuroCNNError
 from neurocnn.evaluation.inference import predict_proba
 from neurocnn.evaluation.metrics import METRICS, bootstrap_ci, classification_metrics, summarise_folds
 from neurocnn.training.module import build_network
-from neurocnn.training.runfolder import RunFolder, write_json
+from neurocnn.training.runfolder import RunFolder, fold_config, write_json
 from neurocnn.training.transfer import load_state
 
 
@@ -40,7 +40,7 @@ def load_fold_models(run_dir: Path | str, which: str = "best") -> list[FoldModel
         ckpt = d / f"{which}.ckpt"
         if not (d / "metrics.json").exists() or not ckpt.exists():
             continue
-        net = build_network(config, shape, n_classes)
+        net = build_network(fold_config(config, d), shape, n_classes)
         net.load_state_dict(load_state(ckpt))
         models.append(FoldModel(d.name, net.eval()))
     if not models:

@@ -13,23 +13,25 @@ effects are one-sided, MriNet trained without flips fell from 0.92 to 0.78 balan
 
 The result is a run folder of its own (config, data and splits of the run; per-fold predictions
 and metrics; then the pooled summary of `neurocnn.evaluation.summary.gather`) with ``tta.json``
-saying where it came from, so `compare` and `report` read it like any run. Folds still training are
-left out and listed as missing; running it again after they finish brings them in.
+saying where it came from and which checkpoint (size, modification time) each fold's model was read
+from, so `compare` and `report` read it like any run. Folds still training are left out and listed
+as missing; running it again with ``--overwrite`` after they finish brings them in.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from neurocnn.data.cache import open_cache
+from neurocnn.data.cache import INFO, PreparedCohort, open_cache
 from neurocnn.data.splits import load_splits, split_indices
 from neurocnn.errors import NeuroCNNError
-from neurocnn.evaluation.inference import predict_proba
+from neurocnn.evaluation.inference import inference_device, predict_proba
 from neurocnn.evaluation.metrics import classification_metrics
 from neurocnn.training.crossval import data_record, permute_labels
 from neurocnn.training.fold import FoldPlan, write_predictions
@@ -42,6 +44,7 @@ from neurocnn.training.runfolder import (
     SPLITS,
     RunFolder,
     check_same_data,
+    fold_config,
     fold_name,
     write_json,
     write_text,
@@ -57,11 +60,17 @@ def tta_run(
     out: Path | str | None = None,
     *,
     transforms: tuple[str, ...] = ("flip",),
+    cache: Path | str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Re-test the finished folds of ``run_dir`` with test-time augmentation into ``out``
-    (default ``RUN/tta_flip``); return the gathered summary."""
+    (default ``RUN/tta_flip``); return the gathered summary.
+
+    ``cache``: where the run's prepared cohort is now, when it was moved (checked to be the same
+    cohort). The result is written next to ``out`` and moved into place at the end, so an earlier
+    result is replaced only by a complete new one.
+    """
     unknown = [t for t in transforms if t not in TRANSFORMS]
     if unknown or not transforms:
         raise NeuroCNNError(f"test-time transforms must be among {', '.join(TRANSFORMS)}; got {unknown}")
@@ -69,53 +78,89 @@ def tta_run(
     config, data = run.config(), run.data()
     out = Path(out) if out is not None else default_out(run.path, transforms)
     _check_out(out, overwrite=overwrite)
-    cache = open_cache(config.cache)
-    check_same_data(run, data_record(cache))  # the cache under that path was not prepared anew
+    prepared = _open_run_cache(run, Path(cache) if cache is not None else Path(config.cache))
     if config.permute_labels:
-        cache = permute_labels(cache, config.seed)
+        prepared = permute_labels(prepared, config.seed)
     table = load_splits(run.path / SPLITS)
     outer = table[table["inner"] == -1]
     folds = sorted({(int(r), int(f)) for r, f in zip(outer["repeat"], outer["fold"], strict=True)})
     done = [rf for rf in folds if run.is_done(*rf)]
     if not done:
         raise NeuroCNNError(f"{run.path} has no finished fold yet; nothing to test")
+    checkpoints = {rf: _selected_checkpoint(run.fold_dir(*rf)) for rf in done}  # all found, or stop here
 
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    record = {"source": str(run.path.resolve()), "transforms": list(transforms), "folds": []}
-    write_json(out / RECORD, record)  # first: what makes the folder one that --overwrite may replace
-    write_text(out / MARKER, "neurocnn test-time augmentation of a run\n")
-    for name in (CONFIG, DATA, SPLITS, ENVIRONMENT):
-        if (run.path / name).exists():
-            shutil.copy2(run.path / name, out / name)
     shape, n_classes = tuple(data["shape"]), len(data["classes"])
-    device = "cuda" if config.train.accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu"
-    from rich.progress import track
+    device = inference_device(config.train.accelerator)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        device = torch.device("cpu")
+    record = {
+        "source": str(run.path.resolve()),
+        "transforms": list(transforms),
+        "folds": {
+            fold_name(*rf): {"checkpoint": c.name, "size": c.stat().st_size, "mtime_ns": c.stat().st_mtime_ns}
+            for rf, c in checkpoints.items()
+        },
+    }
+    work = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        write_json(work / RECORD, record)
+        write_text(work / MARKER, "neurocnn test-time augmentation of a run\n")
+        for name in (CONFIG, DATA, SPLITS, ENVIRONMENT):
+            if (run.path / name).exists():
+                shutil.copy2(run.path / name, work / name)
+        for rf in folds:  # failed folds stay failed in the summary, not missing
+            error = run.fold_dir(*rf) / "error.txt"
+            if rf not in checkpoints and error.exists():
+                (work / "folds" / fold_name(*rf)).mkdir(parents=True)
+                shutil.copy2(error, work / "folds" / fold_name(*rf) / "error.txt")
+        from rich.progress import track
 
-    for r, f in track(done, description="test-time augmentation", disable=not progress):
-        source = run.fold_dir(r, f)
-        metrics = json.loads((source / "metrics.json").read_text())
-        checkpoint = _selected_checkpoint(source)
-        net = build_network(config, shape, n_classes)
-        net.load_state_dict(load_state(checkpoint))
-        ids = split_indices(table, r, f)
-        plan = FoldPlan(r, f, ids["train"], ids["val"], ids["test"])
-        probs, preds = predict_proba(
-            net, cache, plan.test, batch_size=config.train.batch_size, device=device, flip=True
-        )
-        target = out / "folds" / fold_name(r, f)
-        target.mkdir(parents=True)
-        write_predictions(target / "predictions.csv", cache, plan, probs, preds)
-        y = cache.labels()[plan.test]
-        write_json(
-            target / "metrics.json",
-            {**metrics, "test": classification_metrics(y, probs, preds), "tta": list(transforms)},
-        )
-    write_json(out / RECORD, {**record, "folds": [fold_name(*rf) for rf in done]})
+        for (r, f), checkpoint in track(
+            checkpoints.items(), description="test-time augmentation", disable=not progress
+        ):
+            net = build_network(fold_config(config, checkpoint.parent), shape, n_classes)
+            net.load_state_dict(load_state(checkpoint))
+            ids = split_indices(table, r, f)
+            plan = FoldPlan(r, f, ids["train"], ids["val"], ids["test"])
+            probs, preds = predict_proba(
+                net, prepared, plan.test, batch_size=config.train.batch_size, device=device, flip=True
+            )
+            target = work / "folds" / fold_name(r, f)
+            target.mkdir(parents=True)
+            write_predictions(target / "predictions.csv", prepared, plan, probs, preds)
+            metrics = json.loads((checkpoint.parent / "metrics.json").read_text())
+            y = prepared.labels()[plan.test]
+            write_json(
+                target / "metrics.json",
+                {**metrics, "test": classification_metrics(y, probs, preds), "tta": list(transforms)},
+            )
+        if out.exists():
+            shutil.rmtree(out)
+        work.replace(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     from neurocnn.evaluation.summary import gather
 
     return gather(out, seed=config.seed)
+
+
+def _open_run_cache(run: RunFolder, path: Path) -> PreparedCohort:
+    """The run's prepared cohort at ``path``, refused if it is not the one the run was trained on."""
+    if not (path / INFO).exists():
+        raise NeuroCNNError(
+            f"the prepared cohort of {run.path} is not at {path}; give --cache where it is now"
+        )
+    prepared = open_cache(path)
+    try:
+        check_same_data(run, data_record(prepared))
+    except NeuroCNNError:
+        raise NeuroCNNError(
+            f"{path} holds a cohort prepared differently from the one {run.path} was trained on; "
+            "give --cache the run's own prepared cohort"
+        ) from None
+    return prepared
 
 
 def default_out(run_dir: Path | str, transforms: tuple[str, ...] = ("flip",)) -> Path:
@@ -134,6 +179,8 @@ def _selected_checkpoint(fold_dir: Path) -> Path:
 
 def _check_out(out: Path, *, overwrite: bool) -> None:
     """An earlier result of `tta` is replaced only with ``overwrite``; other folders never."""
+    if out.exists() and not out.is_dir():
+        raise NeuroCNNError(f"{out} is a file; give --out a folder")
     if not out.exists() or not any(out.iterdir()):
         return
     if not (out / RECORD).exists():

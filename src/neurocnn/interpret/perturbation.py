@@ -35,13 +35,14 @@ What differs from the seed code, on purpose:
   mask barely moves by then, and ``benchmarks/interpret.py`` compares stopped and full-length
   runs. ``patience=0`` runs all ``max_iter`` steps.
 - The jittered volumes of a step go through the network ``jitter_batch`` at a time. By default
-  all 10 as one batch on a GPU; on a CPU as many as keep a pass near 600,000 voxels
-  (``CPU_JITTER_VOXELS``): a 58×70×58 volume already fills the cores and the activations of ten
-  overflow the caches, while small volumes leave the cores idle one at a time. MriNet on the
-  2-core Intel development machine (2026-12-07, ms per step of 10 jitters): 31×37×31 × 3
-  channels 363 one at a time, 146 all ten at once; 46×55×46 about 930 against 660 (3–10 at once
-  alike); 58×70×58 1,270–1,520 one at a time, 1,220–1,260 two at a time, 1,560–1,630 ten at
-  once. Results are the same.
+  all 10 as one batch on a GPU; on a CPU as many as keep a pass within 600,000 voxels of the
+  spatial grid, channels not counted (``CPU_JITTER_VOXELS``; at least one volume, however large):
+  a 58×70×58 volume already fills the cores and the activations of ten overflow the caches,
+  while small volumes leave the cores idle one at a time. MriNet on the 2-core Intel
+  development machine (2026-12-07, ms per step of 10 jitters): 31×37×31 × 3 channels 363 one at
+  a time, 146 all ten at once; 46×55×46 about 930 against 660 (3–10 at once alike); 58×70×58
+  1,270–1,520 one at a time, 1,220–1,260 two at a time, 1,560–1,630 ten at once. Results are the
+  same up to rounding.
 - ``precision="bfloat16"`` runs the network under autocast (CPUs with AVX-512 BF16 or AMX, recent
   GPUs): 1.6× faster per MriNet pass on the development machine; the mask, the blurs and the loss
   stay float32. ``benchmarks/interpret.py`` compares its maps with float32's.
@@ -90,8 +91,8 @@ __all__ = [
     "meaningful_perturbation",
 ]
 
-#: On a CPU, the jittered volumes of a step go through the network in passes of about this many
-#: voxels in all (see the module notes for the timings behind it).
+#: On a CPU, the jittered volumes of a step go through the network in passes of at most this many
+#: grid voxels in all, channels not counted, and at least one volume (timings in the module notes).
 CPU_JITTER_VOXELS = 600_000
 
 

@@ -36,7 +36,7 @@ def load_run_models(
     from neurocnn.data.cache import open_cache
     from neurocnn.data.splits import load_splits, split_indices
     from neurocnn.training.module import build_network
-    from neurocnn.training.runfolder import SPLITS, RunFolder, fold_name
+    from neurocnn.training.runfolder import SPLITS, RunFolder, fold_config, fold_name
     from neurocnn.training.transfer import load_state
 
     rf = RunFolder(Path(run))
@@ -51,7 +51,7 @@ def load_run_models(
         ckpt = rf.fold_dir(repeat, fold) / "best.ckpt"
         if (folds is not None and fold not in folds) or not ckpt.exists():
             continue
-        net = build_network(config, cache.shape, len(cache.classes))
+        net = build_network(fold_config(config, ckpt.parent), cache.shape, len(cache.classes))
         net.load_state_dict(load_state(ckpt))
         test = np.sort(split_indices(table, repeat, fold)["test"])
         models.append(FoldModel(fold_name(repeat, fold), net.eval(), test))

@@ -43,6 +43,7 @@ from neurocnn.training.module import resolve_modalities
 from neurocnn.training.runfolder import (
     DATA,
     ENVIRONMENT,
+    SEARCH,
     SPLITS,
     RunFolder,
     check_same_data,
@@ -323,7 +324,7 @@ def _search(
         scores.append(float(np.nanmean(values)) if np.isfinite(values).any() else float("nan"))
     best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
     write_json(
-        fold_dir / "search.json",
+        fold_dir / SEARCH,
         {
             "candidates": candidates,
             "inner_balanced_accuracy": scores,

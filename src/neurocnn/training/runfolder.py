@@ -41,6 +41,7 @@ from neurocnn.errors import NeuroCNNError
 from neurocnn.training.config import ExperimentConfig, parse_config
 
 CONFIG, DATA, SPLITS, ENVIRONMENT = "config.yaml", "data.json", "splits.tsv", "environment.json"
+SEARCH = "search.json"  # in a fold folder: what its nested hyper-parameter search chose
 MARKER = ".neurocnn-run"  # written first: what makes a folder a run folder
 
 
@@ -70,6 +71,16 @@ class RunFolder:
         if not path.exists():
             raise NeuroCNNError(f"{self.path} has no {DATA}; it is not a neurocnn training run")
         return json.loads(path.read_text())
+
+
+def fold_config(config: ExperimentConfig, fold_dir: Path) -> ExperimentConfig:
+    """The configuration a fold was trained with: the run's, with what its nested search chose
+    (model options included, so its network is built from this, not from the run's)."""
+    path = Path(fold_dir) / SEARCH
+    if not path.exists():
+        return config
+    chosen = json.loads(path.read_text())["chosen"]
+    return config.with_overrides(chosen).model_copy(update={"search": {}})
 
 
 def read_config(run: Path) -> ExperimentConfig:
