@@ -82,6 +82,8 @@ def test_tta_keeps_earlier_results_and_other_folders(run, tmp_path):
     with pytest.raises(NeuroCNNError, match="not a test-time augmentation folder"):
         tta_run(run, mine, progress=False, overwrite=True)
     assert (mine / "notes.txt").read_text() == "keep me"
+    with pytest.raises(NeuroCNNError, match="itself a test-time augmentation result"):
+        tta_run(run / "tta_flip", tmp_path / "y", progress=False)
     with pytest.raises(NeuroCNNError, match="transforms must be among flip"):
         tta_run(run, tmp_path / "x", transforms=("rotate",), progress=False)
 

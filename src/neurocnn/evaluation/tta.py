@@ -75,6 +75,8 @@ def tta_run(
     if unknown or not transforms:
         raise NeuroCNNError(f"test-time transforms must be among {', '.join(TRANSFORMS)}; got {unknown}")
     run = RunFolder(Path(run_dir))
+    if (run.path / RECORD).exists():
+        raise NeuroCNNError(f"{run.path} is itself a test-time augmentation result; give the training run")
     config, data = run.config(), run.data()
     out = Path(out) if out is not None else default_out(run.path, transforms)
     _check_out(out, overwrite=overwrite)
