@@ -12,7 +12,8 @@
       folds/r{R}_f{F}/     best.ckpt, last.ckpt, history.csv, predictions.csv, metrics.json
                            (metrics.json is written last: its presence marks a finished fold);
                            fit.json once training ended (a resumed fold then only predicts);
-                           error.txt when the fold failed
+                           error.txt when the fold failed; search.json and search/ with a
+                           nested hyper-parameter search (what it chose: `fold_config`)
       predictions.csv      out-of-fold predictions of every finished fold
       metrics.json         pooled out-of-fold metrics with 95% bootstrap CIs
       summary.json         per-fold metrics, mean ± std, pooled metrics and CIs, missing folds
