@@ -42,7 +42,7 @@ def test_tta_averages_each_test_scan_with_its_mirror(run, capsys):
     args = tta_command_args(["tta", str(run)])
     assert args.func(args) == 0
     assert "written to" in capsys.readouterr().out
-    out = run / "tta_flip"
+    out = run / "run_tta_flip"
     plain = pd.read_csv(run / "predictions.csv")
     tta = pd.read_csv(out / "predictions.csv")
     assert tta[["participant_id", "fold", "label"]].equals(plain[["participant_id", "fold", "label"]])
@@ -72,10 +72,10 @@ def test_tta_averages_each_test_scan_with_its_mirror(run, capsys):
 
 def test_tta_keeps_earlier_results_and_other_folders(run, tmp_path):
     tta_run(run, progress=False, overwrite=True)
-    before = (run / "tta_flip" / "predictions.csv").read_bytes()
+    before = (run / "run_tta_flip" / "predictions.csv").read_bytes()
     with pytest.raises(NeuroCNNError, match="earlier test-time augmentation; --overwrite"):
         tta_run(run, progress=False)
-    assert (run / "tta_flip" / "predictions.csv").read_bytes() == before
+    assert (run / "run_tta_flip" / "predictions.csv").read_bytes() == before
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
@@ -83,7 +83,7 @@ def test_tta_keeps_earlier_results_and_other_folders(run, tmp_path):
         tta_run(run, mine, progress=False, overwrite=True)
     assert (mine / "notes.txt").read_text() == "keep me"
     with pytest.raises(NeuroCNNError, match="itself a test-time augmentation result"):
-        tta_run(run / "tta_flip", tmp_path / "y", progress=False)
+        tta_run(run / "run_tta_flip", tmp_path / "y", progress=False)
     with pytest.raises(NeuroCNNError, match="transforms must be among flip"):
         tta_run(run, tmp_path / "x", transforms=("rotate",), progress=False)
 
@@ -94,7 +94,7 @@ def test_tta_of_a_run_still_training_takes_the_finished_folds(run, tmp_path):
     (partial / "folds" / "r0_f1" / "metrics.json").unlink()  # as if still training
     summary = tta_run(partial, progress=False)
     assert summary["folds_done"] == 1 and summary["missing"] == ["r0_f1"] and not summary["failed"]
-    assert set(pd.read_csv(partial / "tta_flip" / "predictions.csv")["fold"]) == {0}
+    assert set(pd.read_csv(partial / "partial_tta_flip" / "predictions.csv")["fold"]) == {0}
     (partial / "folds" / "r0_f1" / "error.txt").write_text("Traceback: out of memory")
     summary = tta_run(partial, progress=False, overwrite=True)
     assert summary["failed"] == ["r0_f1"]  # a failed fold stays failed, not just missing
@@ -122,13 +122,13 @@ def test_a_failed_tta_keeps_the_earlier_result(run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("tta_*"))
     tta_run(copy, progress=False)
-    before = (copy / "tta_flip" / "predictions.csv").read_bytes()
+    before = (copy / "copy_tta_flip" / "predictions.csv").read_bytes()
     fit = json.loads((copy / "folds" / "r0_f1" / "fit.json").read_text())
     (copy / "folds" / "r0_f1" / fit["best"]).unlink()
     with pytest.raises(NeuroCNNError, match="r0_f1: its checkpoint .* is missing"):
         tta_run(copy, progress=False, overwrite=True)
-    assert (copy / "tta_flip" / "predictions.csv").read_bytes() == before
-    assert not list(copy.glob(".tta_flip*"))
+    assert (copy / "copy_tta_flip" / "predictions.csv").read_bytes() == before
+    assert not list(copy.glob(".copy_tta_flip*"))
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(NeuroCNNError, match="is a file; give --out a folder"):
         tta_run(copy, tmp_path / "a_file", progress=False)

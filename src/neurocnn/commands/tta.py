@@ -15,12 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="re-test a run's folds with test-time augmentation (scan and its left-right mirror)",
         description="Test every finished fold's model again on its own test subjects with the mean "
         "probability over each scan and its left-right mirror. Writes a run folder (default "
-        "RUN/tta_flip) that `neurocnn compare` pairs with the run, subject by subject. Assumes the "
-        "effect is not lateralised; meant for models trained with flips.",
-        example="neurocnn tta runs/mrinet\nneurocnn compare runs/mrinet runs/mrinet/tta_flip",
+        "RUN/<name of RUN>_tta_flip) that `neurocnn compare` pairs with the run, subject by "
+        "subject. Assumes the effect is not lateralised; meant for models trained with flips.",
+        example="neurocnn tta runs/mrinet\nneurocnn compare runs/mrinet runs/mrinet/mrinet_tta_flip",
     )
     p.add_argument("run", type=Path, metavar="RUN", help="run folder of `neurocnn cv`")
-    p.add_argument("--out", type=Path, help="result folder (default RUN/tta_flip)")
+    p.add_argument("--out", type=Path, help="result folder (default RUN/<name of RUN>_tta_flip)")
     p.add_argument("--cache", type=Path, help="the run's prepared cohort, if it has moved since training")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier result in --out")
     p.set_defaults(func=run)

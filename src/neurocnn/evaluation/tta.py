@@ -4,7 +4,8 @@ Every finished fold's model is tested again on its own test subjects, with the m
 probabilities over each scan and its left-right mirror (the sagittal flip of the first spatial axis,
 x in the RAS cache: the flip of training's ``augment.flip``). The decision is the arg-max of the
 mean. The model and the folds are the run's; only the test-time input changes, so the result pairs
-with the run's own predictions subject by subject (`neurocnn compare RUN RUN/tta_flip`).
+with the run's own predictions subject by subject
+(`neurocnn compare runs/mrinet runs/mrinet/mrinet_tta_flip`).
 
 Averaging over the mirror assumes that what separates the classes is not lateralised: a model that
 learned a left-sided effect sees it on the right in the mirror, and the mean dilutes it. Use it for
@@ -65,7 +66,8 @@ def tta_run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Re-test the finished folds of ``run_dir`` with test-time augmentation into ``out``
-    (default ``RUN/tta_flip``); return the gathered summary.
+    (default ``RUN/<name of RUN>_tta_flip``, so that `compare` and `report`, which name runs by
+    folder, say what it is); return the gathered summary.
 
     ``cache``: where the run's prepared cohort is now, when it was moved (checked to be the same
     cohort). The result is written next to ``out`` and moved into place at the end, so an earlier
@@ -166,7 +168,8 @@ def _open_run_cache(run: RunFolder, path: Path) -> PreparedCohort:
 
 
 def default_out(run_dir: Path | str, transforms: tuple[str, ...] = ("flip",)) -> Path:
-    return Path(run_dir) / f"tta_{'_'.join(transforms)}"
+    run = Path(run_dir)
+    return run / f"{run.resolve().name}_tta_{'_'.join(transforms)}"
 
 
 def _selected_checkpoint(fold_dir: Path) -> Path:
