@@ -37,13 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from neurocnn.interpret import PerturbationConfig, grad_cam, guided_backprop, meaningful_perturbation
-from neurocnn.interpret.perturbation import (
-    _tv,
-    apply_separable,
-    gaussian_blur,
-    gaussian_matrix,
-    upsample_matrix,
-)
+from neurocnn.interpret.perturbation import _tv
+from neurocnn.interpret.separable import apply_separable, gaussian_blur, gaussian_matrix, upsample_matrix
 from neurocnn.models import build
 
 ROOT = Path(__file__).resolve().parents[1]

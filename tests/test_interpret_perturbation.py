@@ -16,11 +16,9 @@ from neurocnn.interpret.perturbation import (
     _leading_zero,
     _pad_end,
     _tv,
-    apply_separable,
     default_jitter_batch,
-    gaussian_matrix,
-    upsample_matrix,
 )
+from neurocnn.interpret.separable import apply_separable, gaussian_matrix, upsample_matrix
 
 
 @pytest.fixture(autouse=True)

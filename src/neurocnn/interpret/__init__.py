@@ -35,12 +35,7 @@ from neurocnn.interpret.group import (
 )
 from neurocnn.interpret.guided_backprop import guided_backprop
 from neurocnn.interpret.masked_eval import masked_accuracy
-from neurocnn.interpret.perturbation import (
-    PerturbationConfig,
-    PerturbationResult,
-    gaussian_blur,
-    meaningful_perturbation,
-)
+from neurocnn.interpret.perturbation import PerturbationConfig, PerturbationResult, meaningful_perturbation
 from neurocnn.interpret.regions import AtlasOnGrid, atlas_on_grid, region_scores, top_regions
 from neurocnn.interpret.sanity import (
     localisation,
@@ -49,6 +44,7 @@ from neurocnn.interpret.sanity import (
     randomised_copy,
     region_ranks,
 )
+from neurocnn.interpret.separable import gaussian_blur
 from neurocnn.interpret.voxel_stats import VoxelTest, voxelwise_ttest
 
 __all__ = [
