@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurocnn",
         description="Train, evaluate and explain 3D CNNs that classify brain MRI scans.",
-        epilog="Example:\n  neurocnn demo --quick\n\nRun `neurocnn COMMAND --help` for each command.",
+        epilog="Example:\n  neurocnn demo --quick\n\nRun `neurocnn COMMAND --help` for each command.\n\n"
+        "S1–S4 in the help texts are the four reproduced papers:\n"
+        "  S1  Hu et al. 2020: sequential and inception 3D CNNs, one branch per modality\n"
+        "  S2  Eitel et al. 2019: patch individual filter (PIF) layers\n"
+        "  S3  Kan et al. 2020: MriNet; Grad-CAM, guided backprop, Meaningful Perturbation\n"
+        "  S4  3D DenseNet for depression: DenseNet/ResNet, 2D slice networks, LBP, transfer",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"neurocnn {__version__}")

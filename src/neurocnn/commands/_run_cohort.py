@@ -17,12 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--images", help="image columns (default: the run's modalities)")
     g.add_argument("--mask", help="brain-mask column")
     g.add_argument("--cache", type=Path, help="an already prepared cohort instead of a table")
-    g = p.add_argument_group("options")
+    g = p.add_argument_group("inference")
     g.add_argument("--strict", action="store_true", help="refuse scans that were in the training data")
-    g.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when there is one)")
+    g.add_argument("--batch-size", type=int, default=8, help="default 8")
     g.add_argument("--jobs", type=int, help="preparation worker processes")
-    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def device(name: str) -> str:

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "test set, McNemar's test (accuracy) and DeLong's test (AUC). Holm-adjusted p-values over "
         "the pairs. A RUN is a run folder or a predictions CSV.",
         example="neurocnn compare runs/mrinet runs/svm runs/regional/lr --out runs/comparison\n"
-        "neurocnn compare runs/mrinet/evaluate/predictions.csv runs/svm_test.csv --metrics accuracy,auc",
+        "neurocnn compare runs/mrinet/evaluations/site_b/predictions.csv runs/svm_site_b.csv "
+        "--metrics accuracy,auc",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders or prediction files")
     p.add_argument(

@@ -47,14 +47,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("gather_run", nargs="?", metavar="RUN", help="with `gather`: the run folder")
     p.add_argument("--out", type=Path, help="run folder to write")
     p.add_argument("--config", type=Path, help="YAML configuration; options given here override it")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seed of weights, batches and splits (default 0)")
     g = p.add_argument_group("model")
     g.add_argument("--model", help="model name (`neurocnn models` lists them)")
-    g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
-    g.add_argument("--modalities", choices=["auto", "branches", "channels"])
+    g.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model option, e.g. batch_norm=true (repeatable; `neurocnn models` documents them)",
+    )
+    g.add_argument(
+        "--modalities",
+        choices=["auto", "branches", "channels"],
+        help="several modalities: one branch each (Hu et al. 2020) or stacked as channels; auto "
+        "(default): branches where the model has a multimodal version",
+    )
     g = p.add_argument_group("splits")
     g.add_argument("--folds", type=int, help="k of stratified k-fold (default 10)")
-    g.add_argument("--repeats", type=int, help="repetitions with different splits")
+    g.add_argument("--repeats", type=int, help="repetitions with different splits (default 1)")
     g.add_argument("--val", type=float, help="validation share carved from training (default 0.1)")
     g.add_argument("--holdout", help="train,val,test fractions instead of k-fold, e.g. 0.8,0.1,0.1")
     g.add_argument("--independent", action="store_true", help="train on all (test: `neurocnn evaluate`)")
@@ -70,24 +81,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--splits", type=Path, help="use this split table")
     g.add_argument("--permute-labels", action="store_true", help="shuffled labels: must give chance")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "adadelta"])
-    g.add_argument("--lr", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--schedule", choices=["none", "plateau", "multistep", "cosine"])
+    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "adadelta"], help="default adam")
+    g.add_argument("--lr", type=float, help="learning rate (default 1e-4 Adam/AdamW, 1e-2 SGD, 1.0 Adadelta)")
+    g.add_argument("--weight-decay", type=float, help="default 0")
+    g.add_argument("--momentum", type=float, help="SGD only (default 0.9)")
+    g.add_argument(
+        "--schedule",
+        choices=["none", "plateau", "multistep", "cosine"],
+        help="learning-rate schedule (default none; cosine anneals to 0 over --epochs)",
+    )
     g.add_argument("--milestones", help="multi-step epochs, e.g. 5,15")
-    g.add_argument("--gamma", type=float)
-    g.add_argument("--plateau-patience", type=int)
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="global batch size")
-    g.add_argument("--early-stopping", type=int, help="patience in epochs on validation loss; 0: off")
+    g.add_argument("--gamma", type=float, help="multi-step factor (default 0.1)")
+    g.add_argument("--plateau-patience", type=int, help="epochs without a lower validation loss (default 10)")
+    g.add_argument("--epochs", type=int, help="maximum epochs (default 50)")
+    g.add_argument("--batch-size", type=int, help="global batch size (default 8)")
+    g.add_argument(
+        "--early-stopping", type=int, help="patience in epochs on validation loss (default 10; 0: off)"
+    )
     g.add_argument("--min-epochs", type=int, help="early stopping cannot stop before this epoch")
     g.add_argument(
         "--ema", type=float, help="moving average of the weights, decay per step (e.g. 0.95); default off"
     )
-    g.add_argument("--select", choices=["balanced_accuracy", "loss"], help="best-checkpoint metric")
-    g.add_argument("--class-weights", choices=["balanced", "none"])
-    g.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    g.add_argument(
+        "--select",
+        choices=["balanced_accuracy", "loss"],
+        help="validation metric of the best checkpoint (default balanced_accuracy)",
+    )
+    g.add_argument(
+        "--class-weights", choices=["balanced", "none"], help="loss weights by class (default balanced)"
+    )
+    g.add_argument(
+        "--precision",
+        help="32-true (default), bf16-mixed (faster only on GPUs and CPUs with native bfloat16), 16-mixed",
+    )
     g.add_argument("--workers", type=int, help="data-loader worker processes")
     g = p.add_argument_group("augmentation (training set only)")
     g.add_argument("--augment", help=f"comma-separated from {', '.join(AUGMENTS)}, or none")
@@ -96,7 +122,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--rotate", type=float, help="maximum rotation in degrees (default 10)")
     g.add_argument("--zoom", help="zoom range (default 0.9,1.1)")
-    g.add_argument("--augment-probability", type=float)
+    g.add_argument(
+        "--augment-probability", type=float, help="chance of each MRI-like transform (default 0.5)"
+    )
     g = p.add_argument_group("transfer learning")
     g.add_argument("--transfer-from", help="source run folder or checkpoint (same architecture)")
     g.add_argument("--backbone-lr-factor", type=float, help="backbone lr / head lr (default 0.001)")

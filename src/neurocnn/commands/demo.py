@@ -70,10 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "report. Re-running reuses what is already done.",
         example="neurocnn demo --quick --out neurocnn_demo",
     )
-    p.add_argument("--out", type=Path, default=Path("neurocnn_demo"), help="demo folder")
-    p.add_argument("--quick", action="store_true", help="small cohort at 6 mm (about a minute)")
+    p.add_argument(
+        "--out", type=Path, default=Path("neurocnn_demo"), help="demo folder (default neurocnn_demo)"
+    )
+    p.add_argument("--quick", action="store_true", help="small cohort, 3 epochs (one to two minutes)")
     p.add_argument("--subjects", type=int, help="cohort size (default 160, or 40 with --quick)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of cohort, splits and training (default 0)")
     p.set_defaults(func=run)
 
 

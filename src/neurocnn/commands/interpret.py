@@ -79,8 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--mp-sigma-mask",
         type=float,
         metavar="VOXELS",
-        help="Meaningful Perturbation's mask blur σm (default S3's 10 voxels; 3 localised AAL regions "
-        "on the ground-truth cohort, benchmarks/RESULTS.md)",
+        help="Meaningful Perturbation's mask blur σm in voxels of the cache (default 10, S3's; with "
+        "3 the maps found the planted regions of the ground-truth cohort, benchmarks/RESULTS.md)",
     )
     p.add_argument(
         "--layer",
@@ -89,7 +89,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--target", choices=["predicted", "true"], default="predicted", help="class explained")
-    p.add_argument("--top-percent", type=float, help="threshold maps at their top x%% instead of S3's")
+    p.add_argument(
+        "--top-percent",
+        type=float,
+        help="threshold maps at their top x%% (default: S3's fixed thresholds, 0.65 for Grad-CAM)",
+    )
     p.add_argument("--no-masked-eval", action="store_true", help="skip the masked re-evaluation")
     p.add_argument("--randomisation", action="store_true", help="model-randomisation sanity check")
     p.add_argument("--first-layer", action="store_true", help="first hidden layer analysis")

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "neurocnn predict runs/mrinet --cohort new/participants.tsv --out predictions.csv",
     )
     _run_cohort.add_arguments(p)
-    p.add_argument("scans", nargs="*", type=Path, help="NIfTI scans (one-modality runs)")
+    p.add_argument("scans", nargs="*", type=Path, default=[], help="NIfTI scans (one-modality runs)")
     p.add_argument("--out", type=Path, help="CSV to write (default: standard output)")
     p.set_defaults(func=run)
 

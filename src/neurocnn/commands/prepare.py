@@ -25,11 +25,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_cohort_arguments(p)
     g = p.add_argument_group("preparation")
     g.add_argument("--out", type=Path, required=True, help="cache folder to write")
-    g.add_argument("--voxel-size", type=float, help="isotropic voxel size in mm")
+    g.add_argument(
+        "--voxel-size", type=float, help="isotropic voxel size in mm (default: keep the input grid)"
+    )
     g.add_argument("--shape", type=parse_shape, help="output shape, e.g. 58x70x58 (crop/pad)")
-    g.add_argument("--register", action="store_true", help="affine registration to MNI (ANTsPy)")
-    g.add_argument("--template", default="icbm152_2009", help="registration template (NIfTI path)")
-    g.add_argument("--transform", default="Affine", choices=["Rigid", "Similarity", "Affine"])
+    g.add_argument(
+        "--register",
+        action="store_true",
+        help="register to the MNI template (ANTsPy; --transform sets the kind)",
+    )
+    g.add_argument(
+        "--template",
+        default="icbm152_2009",
+        help="registration template: icbm152_2009 (default, bundled) or a NIfTI path",
+    )
+    g.add_argument(
+        "--transform",
+        default="Affine",
+        choices=["Rigid", "Similarity", "Affine"],
+        help="registration transform (default Affine; Rigid keeps head size)",
+    )
     g.add_argument(
         "--registration-seed",
         type=int,
@@ -38,15 +53,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "0 for ANTs' clock seed on every core (faster, differs from run to run)",
     )
     g.add_argument("--no-mask", action="store_true", help="do not zero voxels outside the mask")
-    g.add_argument("--normalise", default="zscore", choices=["zscore", "minmax", "none"])
+    g.add_argument(
+        "--normalise",
+        default="zscore",
+        choices=["zscore", "minmax", "none"],
+        help="intensity normalisation per scan within the mask (default zscore)",
+    )
     g.add_argument(
         "--clip",
         type=floats(2, allow_none=True),
         default=(0.5, 99.5),
-        help="percentile clipping 'low,high' or 'none'",
+        help="percentile clipping 'low,high' or 'none' (default 0.5,99.5)",
     )
     g.add_argument("--label-maps", default="", help="modalities that are label maps (nearest)")
-    g.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    g.add_argument(
+        "--dtype", default="float32", choices=["float32", "float16"], help="cache dtype (default float32)"
+    )
     g.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
     p.set_defaults(func=run)
 

@@ -20,15 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("cache", type=Path, help="prepared cohort folder")
     p.add_argument("--out", type=Path, required=True, help="split table to write (TSV)")
-    p.add_argument("--folds", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--folds", type=int, default=10, help="k of stratified k-fold (default 10)")
+    p.add_argument("--repeats", type=int, default=1, help="repetitions with different splits (default 1)")
     p.add_argument("--val", type=float, default=0.1, help="validation share carved from training")
     p.add_argument("--nested", type=int, default=0, help="inner folds for nested CV (0: none)")
     p.add_argument(
         "--holdout", type=floats(3), help="train,val,test fractions instead of k-fold, e.g. 0.8,0.1,0.1"
     )
     p.add_argument("--subset", type=float, help="keep this stratified share of training subjects")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     p.set_defaults(func=run)
 
 
