@@ -7,8 +7,8 @@
 Pools the first ``--folds`` folds' predictions of each CNN run (``folds/<fold>/predictions.csv``;
 several runs may be given, e.g. a run and its `neurocnn tta` re-test) and the baseline's (the last
 folder) predictions of the same folds into files under ``benchmarks/_work/ixi_sex/partial``, then
-runs `neurocnn.evaluation.compare.compare_runs` on them and prints the table (used for RESULTS.md
-when a run was stopped for time).
+runs `neurocnn.evaluation.compare.compare_runs` on them and prints the table, and each run's
+balanced accuracy and AUC per fold (used for RESULTS.md when a run was stopped for time).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from neurocnn.evaluation.compare import compare_runs
+from neurocnn.evaluation.metrics import classification_metrics
 from neurocnn.training.runfolder import fold_name
 
 OUT = Path(__file__).resolve().parent / "_work" / "ixi_sex" / "partial"
@@ -47,6 +48,27 @@ def main() -> None:
         table.to_csv(files[-1], index=False)
     comparison = compare_runs(files, names=[name for name, _ in tables])
     print(comparison.to_markdown())
+    print()
+    print(per_fold_table(tables, args.folds))
+
+
+def per_fold_table(tables: list[tuple[str, pd.DataFrame]], folds: int) -> str:
+    """Balanced accuracy / AUC of every run on each fold, as a markdown table."""
+    lines = ["| fold | " + " | ".join(name for name, _ in tables) + " |", "|---:|" + "---:|" * len(tables)]
+    for f in range(folds):
+        cells = []
+        for _, table in tables:
+            part = table[table["fold"] == f]
+            classes = [c.removeprefix("prob_") for c in part.columns if c.startswith("prob_")]
+            index = {c: i for i, c in enumerate(classes)}
+            m = classification_metrics(
+                part["label"].map(index).to_numpy(),
+                part[[f"prob_{c}" for c in classes]].to_numpy(),
+                part["prediction"].map(index).to_numpy(),
+            )
+            cells.append(f"{m['balanced_accuracy']:.3f} / {m['auc']:.3f}")
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    return "Per fold, balanced accuracy / AUC:\n\n" + "\n".join(lines)
 
 
 if __name__ == "__main__":
