@@ -41,6 +41,8 @@ def main() -> None:
             raise SystemExit(f"{run}: fold(s) {', '.join(missing)} have not finished")
         tables.append((run.name, pd.concat([pd.read_csv(f) for f in done])))
     base = pd.read_csv(args.baseline / "predictions.csv")
+    if "repeat" in base:
+        base = base[base["repeat"] == 0]  # the CNN runs' folds are repeat 0's
     tables.append((args.baseline.name, base[base["fold"] < args.folds]))
     files = []
     for name, table in tables:

@@ -82,10 +82,14 @@ def test_user_label_map_with_json_csv_tsv_tables(tmp_path: Path) -> None:
     )
     (tmp_path / "t.csv").write_text("index,name\n0,Background\n1,Alpha\n7,Beta\n")
     (tmp_path / "t.tsv").write_text("label\tregion\n1\tAlpha\n7\tBeta\n")
-    for table in ("neuroparc.json", "flat.json", "rows.json", "t.csv", "t.tsv"):
+    (tmp_path / "excel.csv").write_bytes("\ufeffindex,name\r\n1,Alpha\r\n7,Beta\r\n".encode())  # BOM
+    for table in ("neuroparc.json", "flat.json", "rows.json", "t.csv", "t.tsv", "excel.csv"):
         img, labels = atlases.load_atlas(image, tmp_path / table)
         assert labels == {1: "Alpha", 7: "Beta"}, table
         np.testing.assert_array_equal(np.asarray(img.dataobj), data)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(NeuroCNNError, match="empty.csv: empty"):
+        atlases.load_atlas(image, tmp_path / "empty.csv")
     (tmp_path / "bad.csv").write_text("a,b\n1,x\n")
     with pytest.raises(NeuroCNNError, match="expected columns 'index' and 'name'"):
         atlases.load_atlas(image, tmp_path / "bad.csv")

@@ -90,7 +90,7 @@ def test_tta_keeps_earlier_results_and_other_folders(run, tmp_path):
 
 def test_tta_of_a_run_still_training_takes_the_finished_folds(run, tmp_path):
     partial = tmp_path / "partial"
-    shutil.copytree(run, partial, ignore=shutil.ignore_patterns("tta_*"))
+    shutil.copytree(run, partial, ignore=shutil.ignore_patterns("*_tta_*"))
     (partial / "folds" / "r0_f1" / "metrics.json").unlink()  # as if still training
     summary = tta_run(partial, progress=False)
     assert summary["folds_done"] == 1 and summary["missing"] == ["r0_f1"] and not summary["failed"]
@@ -102,7 +102,7 @@ def test_tta_of_a_run_still_training_takes_the_finished_folds(run, tmp_path):
 
 def test_tta_finds_a_moved_cache_and_refuses_another_cohort(run, tmp_path):
     moved = tmp_path / "moved"
-    shutil.copytree(run, moved, ignore=shutil.ignore_patterns("tta_*"))
+    shutil.copytree(run, moved, ignore=shutil.ignore_patterns("*_tta_*"))
     cache = Path(parse_config(_yaml(run)).cache)
     shutil.copytree(cache, tmp_path / "cache_now")
     config = _yaml(moved)
@@ -120,7 +120,7 @@ def test_tta_finds_a_moved_cache_and_refuses_another_cohort(run, tmp_path):
 
 def test_a_failed_tta_keeps_the_earlier_result(run, tmp_path):
     copy = tmp_path / "copy"
-    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("tta_*"))
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*_tta_*"))
     tta_run(copy, progress=False)
     before = (copy / "copy_tta_flip" / "predictions.csv").read_bytes()
     fit = json.loads((copy / "folds" / "r0_f1" / "fit.json").read_text())
@@ -129,9 +129,42 @@ def test_a_failed_tta_keeps_the_earlier_result(run, tmp_path):
         tta_run(copy, progress=False, overwrite=True)
     assert (copy / "copy_tta_flip" / "predictions.csv").read_bytes() == before
     assert not list(copy.glob(".copy_tta_flip*"))
+    # a checkpoint that exists but is corrupt fails inside the loop, after the work has started
+    (copy / "folds" / "r0_f1" / fit["best"]).write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch.load raises
+        tta_run(copy, progress=False, overwrite=True)
+    assert (copy / "copy_tta_flip" / "predictions.csv").read_bytes() == before
+    assert not list(copy.glob(".copy_tta_flip*"))
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(NeuroCNNError, match="is a file; give --out a folder"):
         tta_run(copy, tmp_path / "a_file", progress=False)
+
+
+def test_what_a_killed_tta_left_is_cleaned_or_restored(run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*_tta_*"))
+    tta_run(copy, progress=False)
+    out = copy / "copy_tta_flip"
+    before = (out / "predictions.csv").read_bytes()
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    # killed after moving the earlier result aside: it comes back, the half-written one goes
+    out.replace(copy / f".copy_tta_flip.{dead}.old")
+    (copy / f".copy_tta_flip.{dead}.tmp").mkdir()
+    with pytest.raises(NeuroCNNError, match="earlier test-time augmentation"):
+        tta_run(copy, progress=False)
+    assert (out / "predictions.csv").read_bytes() == before
+    assert not list(copy.glob(".copy_tta_flip*"))
+
+
+def test_a_run_without_test_subjects_is_refused(run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*_tta_*"))
+    splits = pd.read_csv(copy / "splits.tsv", sep="\t")
+    splits.loc[splits["role"] == "test", "role"] = "train"
+    splits.to_csv(copy / "splits.tsv", sep="\t", index=False)
+    with pytest.raises(NeuroCNNError, match="no test subjects"):
+        tta_run(copy, progress=False)
+    assert not (copy / "copy_tta_flip").exists()
 
 
 def test_slice_vote_models_refuse_mirrored_tta(run):
@@ -145,8 +178,10 @@ def test_slice_vote_models_refuse_mirrored_tta(run):
             raise AssertionError
 
     cache = open_cache(parse_config(_yaml(run)).cache)
+    voter = Voter().train()
     with pytest.raises(NeuroCNNError, match="vote over slices"):
-        predict_proba(Voter(), cache, [0, 1], flip=True)
+        predict_proba(voter, cache, [0, 1], flip=True)
+    assert voter.training  # refused before anything was changed
 
 
 def _yaml(run):

@@ -35,8 +35,10 @@ def read_label_table(path: str | Path) -> dict[int, str]:
         raise NeuroCNNError(f"label table {path}: file not found")
     if path.suffix.lower() == ".json":
         return _read_json_table(path)
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a BOM (Excel) is dropped
         text = handle.read()
+    if not text.strip():
+        raise NeuroCNNError(f"label table {path}: empty; expected index,name rows")
     delimiter = "\t" if path.suffix.lower() == ".tsv" or "\t" in text.splitlines()[0] else ","
     rows = list(csv.DictReader(text.splitlines(), delimiter=delimiter))
     if not rows:

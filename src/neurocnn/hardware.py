@@ -28,8 +28,13 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
 
 
 def fast_bfloat16(device: str = "cpu", *, cpuinfo: str | None = None) -> bool:
-    """True where bfloat16 autocast is faster than float32: a CUDA device that supports it, or a
-    CPU with native bfloat16 instructions."""
+    """True where bfloat16 autocast is faster than float32: a CUDA device with native bfloat16
+    (compute capability 8 or more), or a CPU with native bfloat16 instructions."""
     if device.startswith("cuda") or device == "gpu":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if not torch.cuda.is_available():
+            return False
+        # native bfloat16 from Ampere (compute capability 8) on; `is_bf16_supported()` also says
+        # yes where it is only emulated (T4, V100), where it is slower than float32
+        index = torch.device(device).index if device.startswith("cuda") else None
+        return torch.cuda.get_device_capability(index)[0] >= 8
     return any(flag in cpu_flags(cpuinfo) for flag in CPU_BF16_FLAGS)

@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g = p.add_argument_group("preparation")
     g.add_argument("--out", type=Path, required=True, help="cache folder to write")
     g.add_argument(
-        "--voxel-size", type=float, help="isotropic voxel size in mm (default: keep the input grid)"
+        "--voxel-size",
+        type=float,
+        help="isotropic voxel size in mm (default: keep the input grid; with --register, 2 mm)",
     )
     g.add_argument("--shape", type=parse_shape, help="output shape, e.g. 58x70x58 (crop/pad)")
     g.add_argument(

@@ -44,16 +44,16 @@ def predict_proba(
     n_classes = int(getattr(net, "num_classes", 0)) or None
     if len(indices) == 0:
         return np.zeros((0, n_classes or 0), np.float32), np.zeros(0, np.int64)
-    was_training = net.training
-    net.eval().to(device)
-    loader = DataLoader(CachedDataset(cache, indices), batch_size=batch_size, shuffle=False)
-    probs, preds = [], []
     vote = getattr(net, "vote", None)
     if flip and vote is not None:
         raise NeuroCNNError(
             f"{type(net).__name__} decides by a vote over slices; mirrored test-time augmentation is "
             "for networks that see the whole volume"
         )
+    was_training = net.training
+    net.eval().to(device)
+    loader = DataLoader(CachedDataset(cache, indices), batch_size=batch_size, shuffle=False)
+    probs, preds = [], []
     try:
         for x, _, _ in loader:
             x = x.to(device)

@@ -80,7 +80,8 @@ def tta_run(
     if (run.path / RECORD).exists():
         raise NeuroCNNError(f"{run.path} is itself a test-time augmentation result; give the training run")
     config, data = run.config(), run.data()
-    out = Path(out) if out is not None else default_out(run.path, transforms)
+    out = Path(out).resolve() if out is not None else default_out(run.path, transforms)
+    _clean_after_kill(out)
     _check_out(out, overwrite=overwrite)
     prepared = _open_run_cache(run, Path(cache) if cache is not None else Path(config.cache))
     if config.permute_labels:
@@ -91,6 +92,11 @@ def tta_run(
     done = [rf for rf in folds if run.is_done(*rf)]
     if not done:
         raise NeuroCNNError(f"{run.path} has no finished fold yet; nothing to test")
+    if not any(len(split_indices(table, *rf)["test"]) for rf in done):
+        raise NeuroCNNError(
+            f"{run.path} has no test subjects in its folds (trained on all subjects?); "
+            "test it on another cohort with `neurocnn evaluate`"
+        )
     checkpoints = {rf: _selected_checkpoint(run.fold_dir(*rf)) for rf in done}  # all found, or stop here
 
     shape, n_classes = tuple(data["shape"]), len(data["classes"])
@@ -140,14 +146,56 @@ def tta_run(
                 target / "metrics.json",
                 {**metrics, "test": classification_metrics(y, probs, preds), "tta": list(transforms)},
             )
+        # the earlier result moves aside until the new one is in place, and only then goes
+        backup = out.with_name(f".{out.name}.{os.getpid()}.old")
         if out.exists():
-            shutil.rmtree(out)
-        work.replace(out)
+            out.replace(backup)
+        try:
+            work.replace(out)
+        except BaseException:
+            if backup.exists():
+                backup.replace(out)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     from neurocnn.evaluation.summary import gather
 
     return gather(out, seed=config.seed)
+
+
+def _clean_after_kill(out: Path) -> None:
+    """Undo what a killed earlier `tta` into ``out`` left: its unfinished result goes, and an
+    earlier result it had moved aside comes back if nothing took its place."""
+    if not out.name:
+        raise NeuroCNNError(f"{out} cannot hold a result; give --out a folder")
+    if not out.parent.is_dir():
+        return
+    leftovers = [*out.parent.glob(f".{out.name}.*.tmp"), *out.parent.glob(f".{out.name}.*.old")]
+    for stale in sorted(leftovers):
+        if not _pid_gone(stale):
+            continue
+        if stale.suffix == ".old" and not out.exists():
+            stale.replace(out)
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _pid_gone(folder: Path) -> bool:
+    """Whether the process that named ``.<out>.<pid>.tmp`` is no longer running."""
+    try:
+        pid = int(folder.name.rsplit(".", 2)[-2])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _open_run_cache(run: RunFolder, path: Path) -> PreparedCohort:

@@ -225,9 +225,9 @@ def run_cv(
         ids = S.split_indices(table, r, f)
         fold_config = config
         try:
+            (fold_dir / "error.txt").unlink(missing_ok=True)  # a retried fold is not failed while it runs
             if config.search:
                 fold_config = _search(config, cache, table, r, f, fold_dir, resume=resume, progress=progress)
-            (fold_dir / "error.txt").unlink(missing_ok=True)
             plan_rf = FoldPlan(r, f, ids["train"], ids["val"], ids["test"])
             metrics = fit_fold(
                 fold_config, cache, plan_rf, fold_dir, run_dir=run.path, resume=resume, progress=progress
