@@ -182,7 +182,7 @@ def _clean_after_kill(out: Path) -> None:
 
 
 def _pid_gone(folder: Path) -> bool:
-    """Whether the process that named ``.<out>.<pid>.tmp`` is no longer running."""
+    """Whether the process that named ``.<out>.<pid>.tmp`` (or ``.old``) is no longer running."""
     try:
         pid = int(folder.name.rsplit(".", 2)[-2])
     except ValueError:
