@@ -148,12 +148,13 @@ def test_what_a_killed_tta_left_is_cleaned_or_restored(run, tmp_path):
     before = (out / "predictions.csv").read_bytes()
     dead = 2**22 + 12345  # above Linux's default pid_max: no such process
     # killed after moving the earlier result aside: it comes back, the half-written one goes
-    out.replace(copy / f".copy_tta_flip.{dead}.old")
+    out.rename(copy / f"copy_tta_flip.old-{dead}")
     (copy / f".copy_tta_flip.{dead}.tmp").mkdir()
     with pytest.raises(NeuroCNNError, match="earlier test-time augmentation"):
         tta_run(copy, progress=False)
     assert (out / "predictions.csv").read_bytes() == before
     assert not list(copy.glob(".copy_tta_flip*"))
+    assert not list(copy.glob("copy_tta_flip.old-*"))
 
 
 def test_a_run_without_test_subjects_is_refused(run, tmp_path):

@@ -165,13 +165,19 @@ def write_cache(
 
 
 def swap_folder(partial: Path, final: Path) -> None:
-    """Put a finished ``partial`` folder in place of ``final`` (an earlier one is removed only after
-    the new one is in place)."""
+    """Put a finished ``partial`` folder in place of ``final``. An earlier ``final`` waits as
+    ``<final>.old-<pid>`` and is removed only after the new one is in place; if the new one cannot
+    be moved in, the earlier one goes back."""
     old = None
     if final.exists():
         old = final.with_name(final.name + f".old-{os.getpid()}")
         final.rename(old)
-    partial.rename(final)
+    try:
+        partial.rename(final)
+    except BaseException:
+        if old is not None:
+            old.rename(final)
+        raise
     if old is not None:
         shutil.rmtree(old)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from neurocnn.data.cache import INFO, PreparedCohort, open_cache
+from neurocnn.data.cache import INFO, PreparedCohort, open_cache, swap_folder
 from neurocnn.data.splits import load_splits, split_indices
 from neurocnn.errors import NeuroCNNError
 from neurocnn.evaluation.inference import inference_device, predict_proba
@@ -146,17 +146,7 @@ def tta_run(
                 target / "metrics.json",
                 {**metrics, "test": classification_metrics(y, probs, preds), "tta": list(transforms)},
             )
-        # the earlier result moves aside until the new one is in place, and only then goes
-        backup = out.with_name(f".{out.name}.{os.getpid()}.old")
-        if out.exists():
-            out.replace(backup)
-        try:
-            work.replace(out)
-        except BaseException:
-            if backup.exists():
-                backup.replace(out)
-            raise
-        shutil.rmtree(backup, ignore_errors=True)
+        swap_folder(work, out)  # an earlier result goes only once the new one is in place
     finally:
         shutil.rmtree(work, ignore_errors=True)
     from neurocnn.evaluation.summary import gather
@@ -165,26 +155,28 @@ def tta_run(
 
 
 def _clean_after_kill(out: Path) -> None:
-    """Undo what a killed earlier `tta` into ``out`` left: its unfinished result goes, and an
-    earlier result it had moved aside comes back if nothing took its place."""
+    """Undo what a killed earlier `tta` into ``out`` left: its unfinished result
+    (``.<out>.<pid>.tmp``) goes, and an earlier result that `swap_folder` had moved aside
+    (``<out>.old-<pid>``) comes back if nothing took its place."""
     if not out.name:
         raise NeuroCNNError(f"{out} cannot hold a result; give --out a folder")
     if not out.parent.is_dir():
         return
-    leftovers = [*out.parent.glob(f".{out.name}.*.tmp"), *out.parent.glob(f".{out.name}.*.old")]
-    for stale in sorted(leftovers):
-        if not _pid_gone(stale):
-            continue
-        if stale.suffix == ".old" and not out.exists():
-            stale.replace(out)
-        else:
+    for stale in sorted(out.parent.glob(f".{out.name}.*.tmp")):
+        if _pid_gone(stale.name.rsplit(".", 2)[-2]):
             shutil.rmtree(stale, ignore_errors=True)
+    for old in sorted(out.parent.glob(f"{out.name}.old-*")):
+        if _pid_gone(old.name.rsplit("-", 1)[-1]):
+            if out.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.rename(out)
 
 
-def _pid_gone(folder: Path) -> bool:
-    """Whether the process that named ``.<out>.<pid>.tmp`` (or ``.old``) is no longer running."""
+def _pid_gone(pid_text: str) -> bool:
+    """Whether the process whose id a leftover folder's name carries is no longer running."""
     try:
-        pid = int(folder.name.rsplit(".", 2)[-2])
+        pid = int(pid_text)
     except ValueError:
         return False
     if pid == os.getpid():
