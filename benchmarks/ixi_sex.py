@@ -93,6 +93,11 @@ CNNS: dict[str, tuple[str, Path, dict[str, Any]]] = {
         {"name": "mrinet", "modalities": "channels"},
     ),
     "densenet121": ("DenseNet-121 3D (S4), T1", T1_CACHE, {"name": "densenet121"}),
+    "channel_dimension": (
+        "S4's channel-dimension model: 2D DenseNet-121, the 61 axial slices as channels, T1",
+        T1_CACHE,
+        {"name": "channel_dimension"},
+    ),
     "pif_cnn": ("PIF-CNN (S2), T1 at 1.5 mm", PIF_CACHE, {"name": "pif_cnn"}),
     "pif_baseline": ("plain 5-conv CNN (S2's baseline), T1 at 1.5 mm", PIF_CACHE, {"name": "pif_baseline"}),
 }
