@@ -166,9 +166,9 @@ def run(args: argparse.Namespace) -> int:
     S.save_splits(S.kfold(prepared.cache.manifest, plan.folds, seed=args.seed), splits_path)
     # Learning rates chosen on the default cohort: MriNet 3e-4 (1e-3 collapsed to one class), the
     # S1 model 1e-3 (3e-4 and 1e-4 learned less). MriNet takes the three maps as input channels: one
-    # trunk instead of one per modality costs a third of the time, and on the 2-core EPYC it scored
-    # 0.86 [0.81, 0.91] in 24 epochs (157 s) against 0.78 [0.72, 0.84] for three branches in 16
-    # epochs (470 s), same folds (benchmarks/RESULTS.md, "`neurocnn demo`: wall time").
+    # trunk instead of one per modality costs about a third of the time per epoch, and on the 2-core
+    # EPYC it scored 0.86 [0.81, 0.91] in 24 epochs (145 s) against 0.78 [0.72, 0.84] for three
+    # branches in 16 epochs (341 s), same folds (benchmarks/RESULTS.md, "`neurocnn demo`: wall time").
     models = {
         "mrinet": ({"name": "mrinet", "modalities": "channels"}, 3e-4, plan.epochs),
         "s1_multimodal": ({"name": "sequential_2", "modalities": "branches"}, 1e-3, plan.s1_epochs),
