@@ -12,8 +12,8 @@ Stages (each resumable; finished runs are reused):
    (``benchmarks/_work/baselines/splits.tsv``: the same folds as every baseline; 10 % of each
    training fold is the validation set for early stopping and checkpoint selection).
 3. ``small``: S2's small-sample experiment: the same folds, a stratified 20 % of each training
-   fold, ``--small-repeats`` draws from ``--small-first`` on (draw r seeds both the subset and the
-   weights).
+   fold (``--small-fraction``), ``--small-repeats`` draws from ``--small-first`` on (draw r seeds
+   both the subset and the weights), the voxel SVM on the same subjects.
 4. ``interpret``: Grad-CAM and guided backprop of the best CNN, group maps, top-5 regions of AAL2
    (grey matter) and of the JHU white-matter atlas (``../shared/data/atlases``).
 5. ``results``: `neurocnn.evaluation.compare.compare_runs` over the CNNs and the baselines (balanced
@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -184,13 +185,16 @@ def run_small(names: list[str], args: argparse.Namespace) -> None:
 
     folds = list(range(args.small_folds)) if args.small_folds else None
     part = f"_first{args.small_folds}" if folds else ""
+    pct = f"subset{round(100 * args.small_fraction)}"
     for r in range(args.small_first, args.small_first + args.small_repeats):
         splits = None
         for name in names:
-            out = WORK / "runs" / f"{name}{args.suffix}_subset20_r{r}"
+            out = WORK / "runs" / f"{name}{args.suffix}_{pct}_r{r}"
             if not (out / "summary.json").exists():
                 print(f"{out.name}: training", flush=True)
-                config = cv_config(name, args).with_overrides({"splits.subset": 0.2, "seed": r})
+                config = cv_config(name, args).with_overrides(
+                    {"splits.subset": args.small_fraction, "seed": r}
+                )
                 t0 = time.perf_counter()
                 run_cv(config, out, folds=folds, resume=out.exists(), progress=True)
                 _timing(out.name, time.perf_counter() - t0)
@@ -198,7 +202,7 @@ def run_small(names: list[str], args: argparse.Namespace) -> None:
                 per_fold = [pd.read_csv(out / "folds" / fold_name(0, f) / "predictions.csv") for f in folds]
                 pd.concat(per_fold, ignore_index=True).to_csv(out / f"predictions{part}.csv", index=False)
             splits = out / "splits.tsv"
-        svm = WORK / "baselines" / f"svm_voxels{'_no_val' if args.no_val else ''}_subset20_r{r}{part}"
+        svm = WORK / "baselines" / f"svm_voxels{'_no_val' if args.no_val else ''}_{pct}_r{r}{part}"
         if splits is not None and not (svm / "summary.json").exists():
             print(f"{svm.name}: running", flush=True)
             table = load_splits(splits)
@@ -219,7 +223,7 @@ def _timing(name: str, seconds: float) -> None:
 def finished_cnns() -> list[str]:
     """Finished CNN runs: each model's own folder and its variants (``--suffix``), not the subsets."""
     runs = (WORK / "runs").glob("*/summary.json") if (WORK / "runs").exists() else []
-    names = sorted(p.parent.name for p in runs if "_subset20_r" not in p.parent.name)
+    names = sorted(p.parent.name for p in runs if not re.search(r"_subset\d+_r\d+$", p.parent.name))
     return [n for n in names if base_cnn(n) is not None]
 
 
@@ -279,7 +283,7 @@ def results(args: argparse.Namespace) -> None:
     from neurocnn.report import build_report
 
     cnns = finished_cnns()
-    small = sorted(p.name for p in (WORK / "runs").glob("*_subset20_r*") if (p / "summary.json").exists())
+    small = sorted(p.name for p in (WORK / "runs").glob("*_subset*_r*") if (p / "summary.json").exists())
     baselines = [b for b in BASELINES if (BASE / b / "summary.json").exists()]
     paths = [WORK / "runs" / n for n in cnns] + [BASE / b for b in baselines]
     if not paths:
@@ -331,11 +335,11 @@ def results(args: argparse.Namespace) -> None:
                         f"({p['ci_low']:+.3f} to {p['ci_high']:+.3f}) | {p['p_ttest']:.3f} "
                         f"| {p['p_permutation']:.3f} |"
                     )
-    partial = sorted((WORK / "runs").glob("*_subset20_r*/predictions_first*.csv"))
+    partial = sorted((WORK / "runs").glob("*_subset*_r*/predictions_first*.csv"))
     if small or partial:
         from sklearn.metrics import balanced_accuracy_score
 
-        lines += ["", "S2's small-sample experiment (20 % of each training fold):", ""]
+        lines += ["", "Subsets of the training folds (S2's small-sample experiment: 20 %):", ""]
         lines += [f"- {s}: balanced accuracy {pooled(WORK / 'runs' / s):.3f}" for s in small]
         for csv in partial:
             t = pd.read_csv(csv, dtype={"label": str, "prediction": str})
@@ -409,6 +413,13 @@ def main() -> int:
         "--small-first", type=int, default=0, help="small: index of the first draw (r0, r1, …) to run"
     )
     p.add_argument("--small-folds", type=int, help="small: only the first N outer folds (CPU time)")
+    p.add_argument(
+        "--small-fraction",
+        type=float,
+        default=0.2,
+        help="small: stratified share of each training fold kept (S2: 0.2; other values give the "
+        "points of a learning curve, tabulated by benchmarks/ixi_learning_curve.py)",
+    )
     p.add_argument(
         "--precision",
         help="Lightning precision (default: bf16-mixed where bfloat16 is native, i.e. 1.5× faster "

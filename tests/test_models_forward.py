@@ -191,6 +191,31 @@ def test_channels_last_is_a_layout_choice_only() -> None:
     torch.testing.assert_close(a(x), b(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["mrinet", "sequential_2", "inception_resnet_1"])
+def test_channels_last_plain_cnns_match_their_ncdhw_twins(name: str) -> None:
+    """MriNet and S1's networks compute channels-last by default (faster on CPU); outputs,
+    flattened features (logical C, D, H, W order) and gradients equal the NCDHW network's, and
+    checkpoints move between the two layouts."""
+    shape = (30, 34, 30) if name == "mrinet" else (21, 24, 21)
+    torch.manual_seed(0)
+    a = models.build(name, input_shape=shape).eval()
+    b = models.build(name, input_shape=shape, channels_last=False).eval()
+    b.load_state_dict(a.state_dict())
+    # a 3³ convolution over several channels (where the two layouts differ)
+    conv = next(
+        m for m in a.modules() if isinstance(m, nn.Conv3d) and m.in_channels > 1 and m.kernel_size[0] > 1
+    )
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()
+    x = torch.randn(2, 1, *shape)
+    torch.testing.assert_close(a.forward_features(x), b.forward_features(x), rtol=1e-4, atol=1e-5)
+    ya, yb = a(x), b(x)
+    torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-5)
+    ya[:, 1].sum().backward()
+    yb[:, 1].sum().backward()
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-3, atol=1e-5, msg=n)
+
+
 def test_reset_head_replaces_the_last_layer() -> None:
     model = models.build("densenet121", input_shape=(15, 29, 29)).eval()
     model.reset_head(5)

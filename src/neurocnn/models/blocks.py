@@ -206,6 +206,22 @@ class NeuroNet(nn.Module):
 
     head_name: str = "head"
     gradcam_layer: str = ""
+    channels_last: bool = False
+
+    def _set_channels_last(self, flag: bool) -> None:
+        """Keep weights, and (through `_in_layout`) activations, channels-last (NDHWC/NHWC).
+
+        That is the layout oneDNN's CPU convolutions run in; contiguous (NCDHW) tensors are
+        reordered around every convolution. Results are the same either way (up to rounding), and
+        checkpoints load into either layout. Call after the layers are built.
+        """
+        self.channels_last = bool(flag)
+        if self.channels_last:
+            self.to(memory_format=channels_last_format(len(self.input_shape) + 2))
+
+    def _in_layout(self, x: Tensor) -> Tensor:
+        """`x` in the layout the network computes in (see `_set_channels_last`)."""
+        return x.contiguous(memory_format=channels_last_format(x.dim())) if self.channels_last else x
 
     def _set_shape_facts(
         self,

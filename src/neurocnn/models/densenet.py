@@ -41,7 +41,6 @@ from neurocnn.models.blocks import (
     avgpool_cls,
     bn_cls,
     chain,
-    channels_last_format,
     checkpointed,
     conv_cls,
     kaiming_init,
@@ -242,13 +241,10 @@ class DenseNet(NeuroNet):
         self.gradcam_layer = "features.relu5"
         kaiming_init(self)
         self.memory_efficient = memory_efficient
-        self.channels_last = channels_last
-        if channels_last:
-            self.to(memory_format=channels_last_format(dims + 2))
+        self._set_channels_last(channels_last)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=channels_last_format(x.dim()))
+        x = self._in_layout(x)
         lean = self.memory_efficient and self.training and torch.is_grad_enabled()
         return torch.flatten(self.pool(self._features(x, lean)), 1)
 

@@ -40,7 +40,6 @@ from neurocnn.models.blocks import (
     as_tuple,
     bn_cls,
     chain,
-    channels_last_format,
     checkpointed,
     conv_cls,
     kaiming_init,
@@ -185,13 +184,10 @@ class ResNet(NeuroNet):
         self.feature_dim = inplanes
         self.gradcam_layer = "layer4"
         kaiming_init(self)
-        self.channels_last = channels_last
-        if channels_last:
-            self.to(memory_format=channels_last_format(dims + 2))
+        self._set_channels_last(channels_last)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=channels_last_format(x.dim()))
+        x = self._in_layout(x)
         x = self.maxpool(bn_relu(self.bn1, self.relu, self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
