@@ -143,8 +143,9 @@ class Hu2020Net(NeuroNet):
     batch_norm:
         BatchNorm after every convolution (not in the paper; see the module docstring).
     channels_last:
-        Compute channels-last (NDHWC), oneDNN's CPU layout: 1.5–1.75× faster training steps on a
-        2-core CPU (benchmarks/RESULTS.md, "Channels-last"); the same results either way.
+        Compute channels-last (NDHWC), oneDNN's CPU layout: 1.4–1.7× faster training steps on a
+        2-core CPU (benchmarks/RESULTS.md, "Channels-last for MriNet and S1's networks"); the
+        same results either way.
     """
 
     def __init__(

@@ -15,7 +15,8 @@ Input 58×70×58 (HCP T1w downsampled).
 
 322,818 parameters. Initialisation: PyTorch's defaults, as in the authors' PyTorch code.
 Grad-CAM target: the output of block 3. Computes channels-last by default (`channels_last=False`
-for NCDHW): 1.3× faster training steps on a 2-core CPU (benchmarks/RESULTS.md, "Channels-last").
+for NCDHW): 1.3–1.6× faster training steps on a 2-core CPU (benchmarks/RESULTS.md,
+"Channels-last for MriNet and S1's networks").
 """
 
 from __future__ import annotations
