@@ -1,6 +1,6 @@
 """IXI sex: a CNN against the voxel SVM as the training set grows (a learning curve).
 
-Does the CNN's standing against the linear baseline change with the number of training subjects?
+Does the CNN's standing against the voxel SVM change with the number of training subjects?
 Each point is one draw of ``ixi_sex.py --stage small --small-fraction F``: a stratified share F of
 every training fold (the same subjects for the CNN and for the voxel SVM, whose nested grid search
 runs on them), the untouched test folds (all 141 subjects once). Full-data runs (F = 1) are given
