@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from neurocnn import models
 from neurocnn.errors import NeuroCNNError
-from neurocnn.models import PIFLayer
+from neurocnn.models import PIFLayer, pif_cpu
 
 
 @pytest.fixture(autouse=True)
@@ -58,21 +58,28 @@ def _reference(layer: PIFLayer, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(outs, 1)  # (B, P, F, q, q, q)
 
 
+IMPLS = ["auto", "conv"]  # auto: the compiled CPU kernels (float32 on the CPU); conv: grouped conv
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("blocks", [1, 2])
-def test_batched_layer_equals_a_loop_over_patches(overlap: bool, blocks: int) -> None:
+def test_batched_layer_equals_a_loop_over_patches(overlap: bool, blocks: int, impl: str) -> None:
     torch.manual_seed(0)
-    layer = PIFLayer(3, 4, (11, 13, 10), patch_size=5, num_blocks=blocks, overlap=overlap, reassemble=False)
+    layer = PIFLayer(
+        3, 4, (11, 13, 10), patch_size=5, num_blocks=blocks, overlap=overlap, reassemble=False, impl=impl
+    )
     x = torch.randn(2, 3, 11, 13, 10)
     expected = _reference(layer, x)
     torch.testing.assert_close(layer(x), expected.flatten(1), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_batched_gradients_equal_the_loop_gradients(channels_last: bool) -> None:
+def test_batched_gradients_equal_the_loop_gradients(channels_last: bool, impl: str) -> None:
     """Input, weight and bias gradients, with padded axes and the shifted grid."""
     torch.manual_seed(1)
-    layer = PIFLayer(3, 4, (11, 13, 10), patch_size=5, overlap=True, reassemble=False)
+    layer = PIFLayer(3, 4, (11, 13, 10), patch_size=5, overlap=True, reassemble=False, impl=impl)
     x = torch.randn(2, 3, 11, 13, 10)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -85,6 +92,49 @@ def test_batched_gradients_equal_the_loop_gradients(channels_last: bool) -> None
         grads.append([xi.grad, layer.weights[0].grad.clone(), layer.biases[0].grad.clone()])
     for got, want in zip(*grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not pif_cpu.available(), reason="numba is not installed")
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [
+        ((10, 7), {"batch_norm": True, "activation": "elu"}),  # 2D, a padded axis
+        ((9, 10, 7), {"patch_size": (4, 5, 3), "kernel_size": (3, 2, 1)}),  # anisotropic
+        ((15, 19, 15), {"overlap": True, "num_blocks": 2}),  # shifted grid, a second block
+        ((12, 12, 12), {"patch_size": 4, "kernel_size": 4, "reassemble": False}),  # locally connected
+    ],
+)
+def test_compiled_kernels_agree_with_the_grouped_convolution(shape: tuple[int, ...], options: dict) -> None:
+    """Forward, input, weight and bias gradients of both paths, with 7 filters per patch (the
+    kernels block filters by 3: a block of 3, another, and one left over) and two threads."""
+    torch.manual_seed(2)
+    torch.set_num_threads(2)
+    options = {"patch_size": 5, **options}
+    kernels = PIFLayer(5, 7, shape, impl="kernel", **options)
+    grouped = PIFLayer(5, 7, shape, impl="conv", **options)
+    grouped.load_state_dict(kernels.state_dict())
+    x = torch.randn(3, 5, *shape)
+    results = []
+    for layer in (kernels, grouped):
+        xi = x.clone().requires_grad_(True)
+        y = layer(xi)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results.append([y, xi.grad, *(p.grad for p in layer.parameters())])
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_impl_choice_and_its_errors() -> None:
+    with pytest.raises(NeuroCNNError, match="'auto', 'conv' or 'kernel'"):
+        PIFLayer(1, 1, (10, 10, 10), impl="fast")
+    layer = PIFLayer(1, 2, (10, 10, 10), impl="auto").double()
+    # float64 is not the kernels' type: 'auto' takes the grouped convolution, gradients intact
+    x = torch.randn(1, 1, 10, 10, 10, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: layer(t), (x,))
+    if pif_cpu.available():
+        strict = PIFLayer(1, 2, (10, 10, 10), impl="kernel").double()
+        with pytest.raises(NeuroCNNError, match="float32 on the CPU only"):
+            strict(x)
 
 
 def test_reassembly_puts_each_patch_back_in_place() -> None:

@@ -9,9 +9,11 @@ convolutions (weights shared within a patch, not across patches) and (iii) reass
 outputs in their original order, or returns them flattened. A locally connected layer is the case
 patch = kernel.
 
-All patches run as one batched operation: the patches are moved into the channel axis and every
-convolution of the stack is a grouped convolution with one group per patch (no Python loop over
-patches; see benchmarks/models.py for the speed-up over a loop).
+All patches run as one batched operation (no Python loop over patches; see benchmarks/models.py
+for the speed-up over a loop). On the CPU in float32 the first convolution runs in compiled
+kernels that read the patches in place (`pif_cpu`); elsewhere, and for the later convolutions of
+the stack, the patches are moved into the channel axis and every convolution is a grouped
+convolution with one group per patch.
 
 The "overlap" option adds a second grid shifted by half a patch along every axis (its patches
 straddle the borders of the first grid), with its own weights. (The authors' option shifted the
@@ -30,18 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neurocnn.errors import NeuroCNNError
+from neurocnn.models import pif_cpu
 from neurocnn.models.blocks import Shape, as_tuple, bn_cls, fmt_shape
 from neurocnn.models.blocks import activation as make_activation
-
-
-def _to_rows(x: Tensor, rows: Tensor, channels_last: bool) -> None:
-    """Copy (B, C, *spatial) into rows (B, voxels, C): a plain copy when x is channels-last, else
-    ATen's blocked (B, C, V) → (B, V, C) transpose."""
-    b, c = x.shape[:2]
-    if channels_last:
-        rows.view(b, *x.shape[2:], c).copy_(x.movedim(1, -1))
-    else:
-        rows.copy_(x.reshape(b, c, -1).transpose(1, 2))
 
 
 class _GatherPatches(torch.autograd.Function):
@@ -59,10 +52,8 @@ class _GatherPatches(torch.autograd.Function):
     ) -> Tensor:
         b, c = x.shape[:2]
         voxels = math.prod(x.shape[2:])
-        rows = x.new_empty(b, voxels + 1, c)
-        rows[:, voxels].zero_()
+        rows = pif_cpu.to_rows(x)
         ctx.channels_last = x.movedim(1, -1).is_contiguous()
-        _to_rows(x, rows[:, :voxels], ctx.channels_last)
         per_sample = index.numel()
         ctx.save_for_backward(inverse, shifted_src, shifted_dst)
         ctx.shape = tuple(x.shape)
@@ -115,6 +106,9 @@ class PIFLayer(nn.Module):
         BatchNorm after each convolution (statistics per patch and channel).
     activation:
         'relu', 'elu' or None (a pure linear layer) after each convolution.
+    impl:
+        'auto' (the compiled CPU kernels where they apply: float32 on the CPU), 'conv' (always the
+        grouped convolution) or 'kernel' (the CPU kernels; an error where numba is missing).
     """
 
     def __init__(
@@ -130,8 +124,14 @@ class PIFLayer(nn.Module):
         overlap: bool = False,
         batch_norm: bool = False,
         activation: str | None = "relu",
+        impl: str = "auto",
     ) -> None:
         super().__init__()
+        if impl not in ("auto", "conv", "kernel"):
+            raise NeuroCNNError(f"PIF impl must be 'auto', 'conv' or 'kernel', not {impl!r}")
+        if impl == "kernel" and not pif_cpu.available():
+            raise NeuroCNNError("PIF impl='kernel' needs numba, which is not installed")
+        self.impl = impl
         dims = len(input_shape)
         self.dims = dims
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -183,9 +183,11 @@ class PIFLayer(nn.Module):
         device = self.weights[0].device
         index = self._gather_index()
         inverse, shifted_src, shifted_dst = self._inverse_index(index)
+        patch_index = index.view(-1, n).t().contiguous()  # (P, positions in a patch), for pif_cpu
+        table = pif_cpu.position_table(self.patch, self.kernel)
         for name, t in (
             ("_index", index), ("_inverse", inverse), ("_shifted_src", shifted_src),
-            ("_shifted_dst", shifted_dst),
+            ("_shifted_dst", shifted_dst), ("_patch_index", patch_index), ("_table", table),
         ):  # fmt: skip
             self.register_buffer(name, t.to(device), persistent=False)
 
@@ -276,10 +278,24 @@ class PIFLayer(nn.Module):
                 f"{fmt_shape(tuple(x.shape[2:]))}"
             )
         b, c = x.shape[:2]
-        patches = _GatherPatches.apply(x, self._index, self._inverse, self._shifted_src, self._shifted_dst)
-        patches = patches.view(b, *self.patch, self.num_patches * c).movedim(-1, 1)
-        y = patches
-        for w, bias, norm, act in zip(self.weights, self.biases, self.norms, self.acts, strict=True):
+        blocks = zip(self.weights, self.biases, self.norms, self.acts, strict=True)
+        if self.impl != "conv" and pif_cpu.supports(x, self.weights[0]):
+            w, bias, norm, act = next(blocks)
+            first_out = tuple(p - k + 1 for p, k in zip(self.patch, self.kernel, strict=True))
+            y = pif_cpu.PatchConv.apply(
+                x, w, bias, self._patch_index, self._table, math.prod(self.grid), first_out
+            )
+            y = act(norm(y))
+        else:
+            if self.impl == "kernel":
+                raise NeuroCNNError(
+                    f"PIF impl='kernel' runs float32 on the CPU only, got {x.dtype} on {x.device}"
+                )
+            patches = _GatherPatches.apply(
+                x, self._index, self._inverse, self._shifted_src, self._shifted_dst
+            )
+            y = patches.view(b, *self.patch, self.num_patches * c).movedim(-1, 1)
+        for w, bias, norm, act in blocks:
             y = self._conv(y, w.flatten(0, 1), bias.flatten(), groups=self.num_patches)
             y = act(norm(y))
         if not self.reassemble:
