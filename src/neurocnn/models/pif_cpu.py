@@ -74,24 +74,52 @@ def position_table(patch: Sequence[int], kernel: Sequence[int]) -> Tensor:
     return torch.tensor(table, dtype=torch.long)
 
 
-def _forward(rows, index, table, weight, bias, out):  # type: ignore[no-untyped-def]
-    # rows (B, V+1, C); index (P, S); table (Q, K); weight (P, F, K·C); bias (P, F);
+def _load_patch(src, b, index_p, patch):  # type: ignore[no-untyped-def]
+    # patch (S, C) ← the voxel rows index_p of sample b of src (B, V, C); index V is padding (zeros)
+    voxels, channels = src.shape[1], src.shape[2]
+    for s in range(index_p.shape[0]):
+        v = index_p[s]
+        if v < voxels:
+            for c in range(channels):
+                patch[s, c] = src[b, v, c]
+        else:
+            for c in range(channels):
+                patch[s, c] = 0
+
+
+def _store_patch(dst, b, index_p, patch, add):  # type: ignore[no-untyped-def]
+    # the voxel rows index_p of sample b of dst (B, V, C) ← (or +=) patch (S, C); padding skipped
+    voxels, channels = dst.shape[1], dst.shape[2]
+    for s in range(index_p.shape[0]):
+        v = index_p[s]
+        if v < voxels and add:
+            for c in range(channels):
+                dst[b, v, c] += patch[s, c]
+        elif v < voxels:
+            for c in range(channels):
+                dst[b, v, c] = patch[s, c]
+
+
+def _forward(src, index, table, weight, bias, out):  # type: ignore[no-untyped-def]
+    # src (B, V, C); index (P, S); table (Q, K); weight (P, F, K·C); bias (P, F);
     # out (B, P, F, Q)
-    batch, patches = rows.shape[0], index.shape[0]
+    batch, patches = src.shape[0], index.shape[0]
     positions, offsets = table.shape
-    channels, filters = rows.shape[2], weight.shape[1]
+    channels, filters = src.shape[2], weight.shape[1]
     width = offsets * channels
     for task in prange(batch * patches):
         b, p = task // patches, task % patches
+        patch = np.empty((index.shape[1], channels), np.float32)
+        _load_patch(src, b, index[p], patch)
         col = np.empty((4, width), np.float32)
         for q0 in range(0, positions, 4):
             n = min(4, positions - q0)
             for j in range(4):
                 q = q0 + min(j, n - 1)
                 for k in range(offsets):
-                    src = rows[b, index[p, table[q, k]]]
+                    row = patch[table[q, k]]
                     for c in range(channels):
-                        col[j, k * channels + c] = src[c]
+                        col[j, k * channels + c] = row[c]
             c0, c1, c2, c3 = col[0], col[1], col[2], col[3]
             f = 0
             while f < filters:  # 3 filters × 4 positions: 12 sums share each load
@@ -124,10 +152,11 @@ def _forward(rows, index, table, weight, bias, out):  # type: ignore[no-untyped-
                 f += 3
 
 
-def _input_grad(grad_rows, index, table, grad, weight, first, last, add):  # type: ignore[no-untyped-def]
-    # grad_rows (B, V+1, C): rows of patches first..last-1 written (add: added); grad (B, P, F, Q)
-    batch, positions, offsets = grad_rows.shape[0], table.shape[0], table.shape[1]
-    channels, filters, size = grad_rows.shape[2], weight.shape[1], index.shape[1]
+def _input_grad(grad_src, index, table, grad, weight, first, last, add):  # type: ignore[no-untyped-def]
+    # grad_src (B, V, C): voxels of patches first..last-1 written (add: added);
+    # grad (B, P, F, Q)
+    batch, positions, offsets = grad_src.shape[0], table.shape[0], table.shape[1]
+    channels, filters, size = grad_src.shape[2], weight.shape[1], index.shape[1]
     count = last - first
     for task in prange(batch * count):
         b, p = task // count, first + task % count
@@ -149,33 +178,28 @@ def _input_grad(grad_rows, index, table, grad, weight, first, last, add):  # typ
                     for c in range(channels):
                         dst[c] += g0 * w0[o + c]
                     f += 1
-        for s in range(size):  # padding positions write row V, which the caller drops
-            dst, src = grad_rows[b, index[p, s]], buf[s]
-            if add:
-                for c in range(channels):
-                    dst[c] += src[c]
-            else:
-                for c in range(channels):
-                    dst[c] = src[c]
+        _store_patch(grad_src, b, index[p], buf, add)
 
 
-def _weight_grad(rows, index, table, grad, grad_weight):  # type: ignore[no-untyped-def]
-    # grad_weight (P, F, K·C), overwritten
-    batch, patches = rows.shape[0], index.shape[0]
+def _weight_grad(src, index, table, grad, grad_weight):  # type: ignore[no-untyped-def]
+    # src (B, V, C); grad_weight (P, F, K·C), overwritten
+    batch, patches = src.shape[0], index.shape[0]
     positions, offsets = table.shape
-    channels, filters = rows.shape[2], grad.shape[2]
+    channels, filters = src.shape[2], grad.shape[2]
     width = offsets * channels
     for p in prange(patches):
+        patch = np.empty((index.shape[1], channels), np.float32)
         col = np.empty(width, np.float32)
         acc = grad_weight[p]
         acc[:] = 0
         for b in range(batch):
+            _load_patch(src, b, index[p], patch)
             g = grad[b, p]
             for q in range(positions):
                 for k in range(offsets):
-                    src = rows[b, index[p, table[q, k]]]
+                    row = patch[table[q, k]]
                     for c in range(channels):
-                        col[k * channels + c] = src[c]
+                        col[k * channels + c] = row[c]
                 f = 0
                 while f + 3 <= filters:
                     g0, g1, g2 = g[f, q], g[f + 1, q], g[f + 2, q]
@@ -201,13 +225,17 @@ def _kernels() -> SimpleNamespace:
 
     prange = numba.prange  # read from this module's globals when numba compiles the loops
 
-    def jit(fn: Any) -> Any:
+    def jit(fn: Any, **options: Any) -> Any:
         try:
-            return numba.njit(parallel=True, fastmath=True, cache=True)(fn)
+            return numba.njit(fastmath=True, cache=True, **options)(fn)
         except RuntimeError:  # no writable cache directory: compile in every process instead
-            return numba.njit(parallel=True, fastmath=True)(fn)
+            return numba.njit(fastmath=True, **options)(fn)
 
-    return SimpleNamespace(forward=jit(_forward), input_grad=jit(_input_grad), weight_grad=jit(_weight_grad))
+    global _load_patch, _store_patch  # the kernels call the compiled helpers (inlined)
+    _load_patch = jit(_load_patch, inline="always")
+    _store_patch = jit(_store_patch, inline="always")
+    forward, input_grad, weight_grad = (jit(f, parallel=True) for f in (_forward, _input_grad, _weight_grad))
+    return SimpleNamespace(forward=forward, input_grad=input_grad, weight_grad=weight_grad)
 
 
 @contextlib.contextmanager
@@ -238,6 +266,12 @@ def to_rows(x: Tensor) -> Tensor:
     return rows
 
 
+def _channel_rows(x: Tensor) -> Tensor:
+    """(B, C, *spatial) → (B, voxels, C) rows: a view of a channels-last x, else a transposed copy."""
+    b, c = x.shape[:2]
+    return x.movedim(1, -1).reshape(b, -1, c)
+
+
 class PatchConv(torch.autograd.Function):
     """x (B, C, *spatial), weight (P, F, C, *kernel) stored in-channel-last, bias (P, F) →
     (B, P·F, *q): every patch's own valid convolution, as the grouped convolution computes it."""
@@ -253,15 +287,18 @@ class PatchConv(torch.autograd.Function):
         main: int,
         out_shape: tuple[int, ...],
     ) -> Tensor:
-        rows = to_rows(x.detach())
+        channels_last = x.movedim(1, -1).is_contiguous()
+        rows = _channel_rows(x.detach())
         patches, filters = weight.shape[:2]
         w = weight.detach().movedim(2, -1).reshape(patches, filters, -1)  # a view: (P, F, K·C)
         out = x.new_empty(x.shape[0], patches, filters, table.shape[0])
         with _torch_threads():
-            _kernels().forward(rows.numpy(), index.numpy(), table.numpy(), w.contiguous().numpy(),
-                     bias.detach().contiguous().numpy(), out.numpy())  # fmt: skip
+            _kernels().forward(
+                rows.numpy(), index.numpy(), table.numpy(), w.contiguous().numpy(),
+                bias.detach().contiguous().numpy(), out.numpy(),
+            )  # fmt: skip
         ctx.save_for_backward(rows, weight, index, table)
-        ctx.main, ctx.x_shape, ctx.channels_last = main, tuple(x.shape), x.movedim(1, -1).is_contiguous()
+        ctx.main, ctx.x_shape, ctx.channels_last = main, tuple(x.shape), channels_last
         return out.view(x.shape[0], patches * filters, *out_shape)
 
     @staticmethod
@@ -275,16 +312,14 @@ class PatchConv(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             w = weight.detach().movedim(2, -1).reshape(patches, filters, -1).contiguous().numpy()
-            grad_rows = rows.new_empty(rows.shape)
+            grad_rows = torch.empty_like(rows)  # every voxel lies in exactly one main-grid patch
             with _torch_threads():
                 _kernels().input_grad(grad_rows.numpy(), idx, tab, gn, w, 0, ctx.main, False)
                 if ctx.main < patches:  # the shifted grid of the overlap option
                     _kernels().input_grad(grad_rows.numpy(), idx, tab, gn, w, ctx.main, patches, True)
-            voxel_rows = grad_rows[:, :-1]
-            if ctx.channels_last:
-                grad_x = voxel_rows.view(b, *spatial, c).movedim(-1, 1)
-            else:
-                grad_x = voxel_rows.transpose(1, 2).contiguous().view(b, c, *spatial)
+            grad_x = grad_rows.view(b, *spatial, c).movedim(-1, 1)
+            if not ctx.channels_last:  # the input's own layout
+                grad_x = grad_x.contiguous()
         if ctx.needs_input_grad[1]:
             kernel = weight.shape[3:]
             flat = torch.empty(patches, filters, *kernel, c)  # (P, F, K·C) = in-channel-last
