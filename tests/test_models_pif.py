@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import sys
+import threading
+from typing import Any
 
 import pytest
 import torch
@@ -94,34 +98,105 @@ def test_batched_gradients_equal_the_loop_gradients(channels_last: bool, impl: s
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif(not pif_cpu.available(), reason="numba is not installed")
+needs_numba = pytest.mark.skipif(not pif_cpu.available(), reason="numba is not installed")
+
+
+@needs_numba
 @pytest.mark.parametrize(
-    ("shape", "options"),
+    ("shape", "options", "batch", "channels", "filters", "layout"),
     [
-        ((10, 7), {"batch_norm": True, "activation": "elu"}),  # 2D, a padded axis
-        ((9, 10, 7), {"patch_size": (4, 5, 3), "kernel_size": (3, 2, 1)}),  # anisotropic
-        ((15, 19, 15), {"overlap": True, "num_blocks": 2}),  # shifted grid, a second block
-        ((12, 12, 12), {"patch_size": 4, "kernel_size": 4, "reassemble": False}),  # locally connected
+        ((10, 7), {"batch_norm": True, "activation": "elu"}, 3, 5, 7, "plain"),  # 2D, padded axis
+        ((9, 10, 7), {"patch_size": (4, 5, 3), "kernel_size": (3, 2, 1)}, 3, 5, 7, "plain"),
+        ((15, 19, 15), {"overlap": True, "num_blocks": 2}, 3, 5, 7, "channels_last"),
+        ((12, 12, 12), {"patch_size": 4, "kernel_size": 4, "reassemble": False}, 3, 5, 7, "plain"),
+        ((11, 13, 10), {"overlap": True}, 1, 1, 5, "permuted"),  # one sample, one channel, 3 + 2
+        ((11, 13, 10), {}, 2, 4, 8, "sliced"),  # a strided view of a larger tensor; 3 + 3 + 2
+        ((11, 13, 10), {}, 0, 4, 2, "plain"),  # an empty batch
     ],
 )
-def test_compiled_kernels_agree_with_the_grouped_convolution(shape: tuple[int, ...], options: dict) -> None:
-    """Forward, input, weight and bias gradients of both paths, with 7 filters per patch (the
-    kernels block filters by 3: a block of 3, another, and one left over) and two threads."""
+def test_compiled_kernels_agree_with_the_grouped_convolution(
+    shape: tuple[int, ...], options: dict, batch: int, channels: int, filters: int, layout: str
+) -> None:
+    """Forward, input, weight and bias gradients of both paths at two threads. The kernels block
+    filters by 3 (7 = 3 + 3 + 1 left over), and take any input layout."""
     torch.manual_seed(2)
     torch.set_num_threads(2)
     options = {"patch_size": 5, **options}
-    kernels = PIFLayer(5, 7, shape, impl="kernel", **options)
-    grouped = PIFLayer(5, 7, shape, impl="conv", **options)
+    kernels = PIFLayer(channels, filters, shape, impl="kernel", **options)
+    grouped = PIFLayer(channels, filters, shape, impl="conv", **options)
     grouped.load_state_dict(kernels.state_dict())
-    x = torch.randn(3, 5, *shape)
+    x = torch.randn(batch, channels, *shape)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    elif layout == "permuted":  # batch and channel axes swapped in memory
+        x = torch.randn(channels, batch, *shape).transpose(0, 1)
+    elif layout == "sliced":
+        x = torch.randn(batch, 2 * channels, *shape)[:, ::2]
     results = []
     for layer in (kernels, grouped):
-        xi = x.clone().requires_grad_(True)
+        xi = x.clone(memory_format=torch.preserve_format).requires_grad_(True)
         y = layer(xi)
         (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
         results.append([y, xi.grad, *(p.grad for p in layer.parameters())])
     for got, want in zip(*results, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@needs_numba
+def test_auto_runs_the_kernels_and_keeps_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    apply = pif_cpu.PatchConv.apply
+    monkeypatch.setattr(pif_cpu.PatchConv, "apply", lambda *a: calls.append(1) or apply(*a))
+    layer = PIFLayer(2, 3, (10, 10, 10))
+    torch.set_num_threads(1)
+    layer(torch.randn(2, 2, 10, 10, 10, requires_grad=True)).sum().backward()
+    assert calls == [1]
+    assert torch.get_num_threads() == 1  # numba's OpenMP launch must not change torch's setting
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bfloat16: the grouped convolution
+        layer(torch.randn(2, 2, 10, 10, 10))
+    assert calls == [1]
+
+
+@needs_numba
+def test_first_use_from_two_threads_at_once() -> None:
+    pif_cpu._kernels.cache_clear()
+    start, errors = threading.Barrier(2), []
+
+    def first_use() -> None:
+        start.wait()
+        try:
+            pif_cpu._kernels()
+        except Exception as err:  # pragma: no cover - the failure this test is for
+            errors.append(err)
+
+    threads = [threading.Thread(target=first_use) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    layer = PIFLayer(1, 2, (10, 10, 10), impl="kernel")
+    assert layer(torch.randn(1, 1, 10, 10, 10)).shape == (1, 2, 6, 6, 6)
+
+
+def _child_forward(layer: PIFLayer, queue: Any) -> None:
+    queue.put(tuple(layer(torch.ones(1, 1, 10, 10, 10)).shape))
+
+
+@needs_numba
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_a_forked_child_falls_back_to_the_grouped_convolution() -> None:
+    """GNU OpenMP does not survive fork(): a child of a process that ran the kernels would be
+    killed on its first parallel launch, so it takes the grouped convolution."""
+    layer = PIFLayer(1, 2, (10, 10, 10))
+    layer(torch.ones(1, 1, 10, 10, 10))  # the kernels run in this process
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_forward, args=(layer, queue))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == (1, 2, 6, 6, 6)
 
 
 def test_impl_choice_and_its_errors() -> None:
@@ -132,6 +207,12 @@ def test_impl_choice_and_its_errors() -> None:
     x = torch.randn(1, 1, 10, 10, 10, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: layer(t), (x,))
     if pif_cpu.available():
+        strict = PIFLayer(1, 2, (10, 10, 10), impl="kernel").double()
+        with pytest.raises(NeuroCNNError, match="cannot run here: they run float32 on the CPU only"):
+            strict(x)
+        strict = strict.float()
+        with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(NeuroCNNError, match="autocast"):
+            strict(x.float())
         strict = PIFLayer(1, 2, (10, 10, 10), impl="kernel").double()
         with pytest.raises(NeuroCNNError, match="float32 on the CPU only"):
             strict(x)

@@ -37,6 +37,19 @@ from neurocnn.models.blocks import Shape, as_tuple, bn_cls, fmt_shape
 from neurocnn.models.blocks import activation as make_activation
 
 
+def _to_rows(x: Tensor) -> Tensor:
+    """(B, C, *spatial) → (B, voxels + 1, C) channel rows; the last row is zero (padding reads it)."""
+    b, c = x.shape[:2]
+    voxels = math.prod(x.shape[2:])
+    rows = x.new_empty(b, voxels + 1, c)
+    rows[:, voxels].zero_()
+    if x.movedim(1, -1).is_contiguous():
+        rows[:, :voxels].view(b, *x.shape[2:], c).copy_(x.movedim(1, -1))
+    else:  # ATen's blocked (B, C, V) → (B, V, C) transpose
+        rows[:, :voxels].copy_(x.reshape(b, c, -1).transpose(1, 2))
+    return rows
+
+
 class _GatherPatches(torch.autograd.Function):
     """(B, C, *spatial) → (B·positions·P, C): every (sample, position in patch, patch) row.
 
@@ -52,7 +65,7 @@ class _GatherPatches(torch.autograd.Function):
     ) -> Tensor:
         b, c = x.shape[:2]
         voxels = math.prod(x.shape[2:])
-        rows = pif_cpu.to_rows(x)
+        rows = _to_rows(x)
         ctx.channels_last = x.movedim(1, -1).is_contiguous()
         per_sample = index.numel()
         ctx.save_for_backward(inverse, shifted_src, shifted_dst)
@@ -279,7 +292,8 @@ class PIFLayer(nn.Module):
             )
         b, c = x.shape[:2]
         blocks = zip(self.weights, self.biases, self.norms, self.acts, strict=True)
-        if self.impl != "conv" and pif_cpu.supports(x, self.weights[0]):
+        why_not = "impl='conv'" if self.impl == "conv" else pif_cpu.unsupported(x, self.weights[0])
+        if why_not is None:
             w, bias, norm, act = next(blocks)
             first_out = tuple(p - k + 1 for p, k in zip(self.patch, self.kernel, strict=True))
             y = pif_cpu.PatchConv.apply(
@@ -288,9 +302,7 @@ class PIFLayer(nn.Module):
             y = act(norm(y))
         else:
             if self.impl == "kernel":
-                raise NeuroCNNError(
-                    f"PIF impl='kernel' runs float32 on the CPU only, got {x.dtype} on {x.device}"
-                )
+                raise NeuroCNNError(f"PIF impl='kernel' cannot run here: {why_not}")
             patches = _GatherPatches.apply(
                 x, self._index, self._inverse, self._shifted_src, self._shifted_dst
             )

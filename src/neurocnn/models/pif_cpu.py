@@ -27,6 +27,8 @@ import functools
 import importlib.util
 import itertools
 import math
+import os
+import threading
 from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -40,21 +42,36 @@ from torch import Tensor
 prange = range
 
 
+_LOCK = threading.Lock()
+_LAUNCHED_IN: int | None = None  # pid of the process whose OpenMP threads ran the kernels
+
+
 @functools.cache
 def available() -> bool:
-    """numba is a dependency; where it is missing (an exotic platform) the grouped convolution runs."""
-    return importlib.util.find_spec("numba") is not None
+    """numba is a dependency; where it is missing or does not import (e.g. a NumPy newer than it
+    supports) the grouped convolution runs."""
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        import numba  # noqa: F401
+    except Exception:  # any failure to import means: no kernels
+        return False
+    return True
 
 
-def supports(x: Tensor, weight: Tensor) -> bool:
-    """Whether the kernels can run this call (else the caller takes the grouped convolution)."""
-    return (
-        available()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
-    )
+def unsupported(x: Tensor, weight: Tensor) -> str | None:
+    """Why the kernels cannot run this call (the caller then takes the grouped convolution), or None."""
+    if not available():
+        return "numba is not installed or does not import"
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return f"they run float32 on the CPU only, got {x.dtype} on {x.device}"
+    if torch.is_autocast_enabled("cpu"):
+        return "they do not run under CPU autocast (bfloat16)"
+    if _LAUNCHED_IN is not None and os.getpid() != _LAUNCHED_IN:
+        # GNU OpenMP does not survive fork(): a child of a process that ran the kernels is killed
+        # on its first parallel launch
+        return "this process was forked from one that ran them (OpenMP is not fork-safe)"
+    return None
 
 
 def position_table(patch: Sequence[int], kernel: Sequence[int]) -> Tensor:
@@ -98,6 +115,9 @@ def _store_patch(dst, b, index_p, patch, add):  # type: ignore[no-untyped-def]
         elif v < voxels:
             for c in range(channels):
                 dst[b, v, c] = patch[s, c]
+
+
+_PY_HELPERS = (_load_patch, _store_patch)
 
 
 def _forward(src, index, table, weight, bias, out):  # type: ignore[no-untyped-def]
@@ -220,10 +240,8 @@ def _weight_grad(src, index, table, grad, grad_weight):  # type: ignore[no-untyp
 @functools.cache
 def _kernels() -> SimpleNamespace:
     """The kernels compiled by numba (cached on disk where numba finds a writable directory)."""
-    global prange
+    global prange, _load_patch, _store_patch
     import numba
-
-    prange = numba.prange  # read from this module's globals when numba compiles the loops
 
     def jit(fn: Any, **options: Any) -> Any:
         try:
@@ -231,10 +249,16 @@ def _kernels() -> SimpleNamespace:
         except RuntimeError:  # no writable cache directory: compile in every process instead
             return numba.njit(fastmath=True, **options)(fn)
 
-    global _load_patch, _store_patch  # the kernels call the compiled helpers (inlined)
-    _load_patch = jit(_load_patch, inline="always")
-    _store_patch = jit(_store_patch, inline="always")
-    forward, input_grad, weight_grad = (jit(f, parallel=True) for f in (_forward, _input_grad, _weight_grad))
+    with _LOCK:  # two threads' first calls must not both rebind the globals
+        # read from this module's globals when numba compiles the kernels: the parallel range and
+        # the helpers, compiled and inlined (always from the Python originals, so a failed first
+        # call can be retried)
+        prange = numba.prange
+        _load_patch = jit(_PY_HELPERS[0], inline="always")
+        _store_patch = jit(_PY_HELPERS[1], inline="always")
+        forward, input_grad, weight_grad = (
+            jit(f, parallel=True) for f in (_forward, _input_grad, _weight_grad)
+        )
     return SimpleNamespace(forward=forward, input_grad=input_grad, weight_grad=weight_grad)
 
 
@@ -244,8 +268,10 @@ def _torch_threads() -> Iterator[None]:
     (launching numba's OpenMP threading layer reset torch's thread count to numba's in our runs)."""
     import numba
 
+    global _LAUNCHED_IN
     threads = torch.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    _LAUNCHED_IN = os.getpid()
     try:
         yield
     finally:
@@ -253,28 +279,17 @@ def _torch_threads() -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
-def to_rows(x: Tensor) -> Tensor:
-    """(B, C, *spatial) → (B, voxels + 1, C) channel rows; the last row is zero (padding reads it)."""
-    b, c = x.shape[:2]
-    voxels = math.prod(x.shape[2:])
-    rows = x.new_empty(b, voxels + 1, c)
-    rows[:, voxels].zero_()
-    if x.movedim(1, -1).is_contiguous():
-        rows[:, :voxels].view(b, *x.shape[2:], c).copy_(x.movedim(1, -1))
-    else:  # ATen's blocked (B, C, V) → (B, V, C) transpose
-        rows[:, :voxels].copy_(x.reshape(b, c, -1).transpose(1, 2))
-    return rows
-
-
 def _channel_rows(x: Tensor) -> Tensor:
     """(B, C, *spatial) → (B, voxels, C) rows: a view of a channels-last x, else a transposed copy."""
     b, c = x.shape[:2]
-    return x.movedim(1, -1).reshape(b, -1, c)
+    return x.movedim(1, -1).reshape(b, math.prod(x.shape[2:]), c)
 
 
 class PatchConv(torch.autograd.Function):
     """x (B, C, *spatial), weight (P, F, C, *kernel) stored in-channel-last, bias (P, F) →
-    (B, P·F, *q): every patch's own valid convolution, as the grouped convolution computes it."""
+    (B, P·F, *q): every patch's own valid convolution, as the grouped convolution computes it.
+    Differentiable once (a second backward through the gradient, ``create_graph=True``, raises;
+    the grouped convolution supports it: ``PIFLayer(..., impl="conv")``)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -307,7 +322,7 @@ class PatchConv(torch.autograd.Function):
         rows, weight, index, table = ctx.saved_tensors
         patches, filters = weight.shape[:2]
         b, c, *spatial = ctx.x_shape
-        g = grad.contiguous().view(b, patches, filters, -1)
+        g = grad.contiguous().view(b, patches, filters, table.shape[0])
         gn, idx, tab = g.numpy(), index.numpy(), table.numpy()
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
@@ -322,7 +337,7 @@ class PatchConv(torch.autograd.Function):
                 grad_x = grad_x.contiguous()
         if ctx.needs_input_grad[1]:
             kernel = weight.shape[3:]
-            flat = torch.empty(patches, filters, *kernel, c)  # (P, F, K·C) = in-channel-last
+            flat = rows.new_empty(patches, filters, *kernel, c)  # (P, F, K·C) = in-channel-last
             with _torch_threads():
                 _kernels().weight_grad(rows.numpy(), idx, tab, gn, flat.view(patches, filters, -1).numpy())
             grad_w = flat.movedim(-1, 2)
