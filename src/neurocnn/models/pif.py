@@ -121,7 +121,7 @@ class PIFLayer(nn.Module):
         'relu', 'elu' or None (a pure linear layer) after each convolution.
     impl:
         'auto' (the compiled CPU kernels where they apply: float32 on the CPU), 'conv' (always the
-        grouped convolution) or 'kernel' (the CPU kernels; an error where numba is missing).
+        grouped convolution) or 'kernel' (the CPU kernels; an error where they cannot run).
     """
 
     def __init__(
