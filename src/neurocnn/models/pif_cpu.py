@@ -5,19 +5,21 @@ runs oneDNN's grouped convolution with one group per patch. With a handful of fi
 (S2 uses 6) oneDNN pads the filters to a block of 16 and reorders the weights to and from its
 blocked layouts on every call, and the gathered copy of all patches is written, read and written
 back as a gradient. These kernels (numba, compiled on first use) read the input's channel rows
-in place through the patch index, keep one small im2col column per output position in cache,
-and accumulate the convolution, its input gradient and its weight gradient directly:
+(a view of a channels-last input, one transposing copy of an NCDHW one): each (sample, patch) task
+copies its patch's rows to a private buffer (padding reads zeros), builds one im2col column per
+output position in cache, and accumulates the convolution, its input gradient and its weight
+gradient directly:
 
-- forward: for every (sample, patch), 3 filters × 4 output positions: 12 sums per pair of loads;
+- forward: 3 filters × 4 output positions per pass, 12 products for every 7 loads;
 - input gradient: every voxel lies in exactly one patch of the main grid, so each (sample,
   patch) builds its patch's gradient in a private buffer and writes its rows once (no atomics;
   the shifted grid of the overlap option adds its rows in a second pass);
 - weight gradient: one patch per task, the filters in blocks of 3 share each column load (a
   patch's whole weight gradient, 41 KB in S2's layer, stays in the L1 cache).
 
-float32 on the CPU only; everything else (CUDA, bfloat16 autocast, float64, the meta device)
-takes the grouped convolution. `benchmarks/models.py --only pif` times both against a per-patch
-loop.
+float32 on the CPU only; everything else (CUDA, bfloat16 autocast, float64, the meta device, a
+process forked from one that ran the kernels) takes the grouped convolution.
+`benchmarks/models.py --only pif` times both against a per-patch loop.
 """
 
 from __future__ import annotations
