@@ -198,6 +198,7 @@ class PIFLayer(nn.Module):
         inverse, shifted_src, shifted_dst = self._inverse_index(index)
         patch_index = index.view(-1, n).t().contiguous()  # (P, positions in a patch), for pif_cpu
         table = pif_cpu.position_table(self.patch, self.kernel)
+        self._first_out = tuple(p - k + 1 for p, k in zip(self.patch, self.kernel, strict=True))
         for name, t in (
             ("_index", index), ("_inverse", inverse), ("_shifted_src", shifted_src),
             ("_shifted_dst", shifted_dst), ("_patch_index", patch_index), ("_table", table),
@@ -295,9 +296,8 @@ class PIFLayer(nn.Module):
         why_not = "impl='conv'" if self.impl == "conv" else pif_cpu.unsupported(x, self.weights[0])
         if why_not is None:
             w, bias, norm, act = next(blocks)
-            first_out = tuple(p - k + 1 for p, k in zip(self.patch, self.kernel, strict=True))
             y = pif_cpu.PatchConv.apply(
-                x, w, bias, self._patch_index, self._table, math.prod(self.grid), first_out
+                x, w, bias, self._patch_index, self._table, math.prod(self.grid), self._first_out
             )
             y = act(norm(y))
         else:

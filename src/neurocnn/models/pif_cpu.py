@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import itertools
 import math
 import os
@@ -52,8 +51,6 @@ _LAUNCHED_IN: int | None = None  # pid of the process whose OpenMP threads ran t
 def available() -> bool:
     """numba is a dependency; where it is missing or does not import (e.g. a NumPy newer than it
     supports) the grouped convolution runs."""
-    if importlib.util.find_spec("numba") is None:
-        return False
     try:
         import numba  # noqa: F401
     except Exception:  # any failure to import means: no kernels
