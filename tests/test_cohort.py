@@ -66,6 +66,29 @@ def test_missing_label_refused_unless_allowed(make_cohort):
     assert c.subjects[1].label is None and c.label_index(c.subjects[1]) == -1
 
 
+def test_a_label_cell_of_blanks_is_missing_not_a_class(make_cohort):
+    table = make_cohort(4)
+    table.write_text(table.read_text().replace("sub-001\tpatient", "sub-001\t   "))
+    with pytest.raises(NeuroCNNError, match="sub-001: no value in label column 'diagnosis'"):
+        _cohort(table)
+    c = _cohort(table, require_labels=False)
+    assert c.classes == ("control", "patient") and c.subjects[1].label is None
+
+
+def test_one_image_file_under_two_participants_is_refused(make_cohort):
+    table = make_cohort(4)
+    text = table.read_text().replace("gm/sub-002_gm.nii.gz", "gm/../gm/sub-001_gm.nii.gz")
+    table.write_text(text)
+    with pytest.raises(
+        NeuroCNNError, match=r"sub-001_gm.nii.gz: listed for sub-001 \[gm\] and sub-002 \[gm\]"
+    ):
+        _cohort(table)
+    # one mask may serve every participant
+    text = table.read_text().replace("gm/../gm/sub-001_gm.nii.gz", "gm/sub-002_gm.nii.gz")
+    table.write_text(text.replace("mask/sub-002_mask.nii.gz", "mask/sub-001_mask.nii.gz"))
+    assert len(_cohort(table, mask="mask")) == 4
+
+
 def test_missing_file(make_cohort):
     table = make_cohort(4)
     (table.parent / "wm/sub-002_wm.nii.gz").unlink()

@@ -206,3 +206,71 @@ def test_a_seeded_registration_is_the_same_on_every_run(make_cohort, tmp_path):
     assert not np.array_equal(first, other_seed)  # the seed reaches ANTs
     with pytest.raises(ValueError, match="registration_seed"):
         PrepareParams(registration=True, registration_seed=0)
+
+
+def test_an_empty_cohort_is_refused_and_leaves_nothing(tmp_path):
+    table = tmp_path / "participants.tsv"
+    table.write_text("participant_id\tgm\tdiagnosis\n")
+    cohort = read_cohort(table, images=["gm"], label="diagnosis")
+    with pytest.raises(NeuroCNNError, match="no subjects"):
+        prepare_cohort(cohort, tmp_path / "c", PARAMS, jobs=1, progress=False)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
+
+
+def test_oblique_scans_keep_their_voxel_size():
+    from neurocnn.data.preprocess import centred_grid
+
+    turn = np.radians(30)
+    aff = np.eye(4)
+    aff[:2, :2] = [[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]
+    aff[:3, :3] *= 2.0  # 2 mm voxels, rotated 30° about z
+    grid = centred_grid(nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), aff), None, None)
+    np.testing.assert_allclose(np.diag(grid.affine)[:3], [2.0, 2.0, 2.0])
+
+
+def test_mixed_native_voxel_sizes_need_a_voxel_size(make_cohort, tmp_path):
+    from conftest import affine, blob, save
+
+    table = make_cohort(4, modalities=("gm",), mask=False)
+    odd = save(table.parent / "gm/sub-002_gm.nii.gz", blob(np.random.default_rng(5)), affine(3.0))
+    cohort = read_cohort(table, images=["gm"], label="diagnosis")
+    with pytest.raises(NeuroCNNError, match="--voxel-size") as info:
+        prepare_cohort(cohort, tmp_path / "c", PrepareParams(), jobs=1, progress=False)
+    assert f"sub-002 [gm] {odd}: voxels 3×3×3 mm, most subjects' are 4×4×4 mm" in str(info.value)
+    assert "sub-001" not in str(info.value)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
+    params = PrepareParams(voxel_size=4.0, shape=(14, 16, 12))
+    cache = prepare_cohort(cohort, tmp_path / "c", params, jobs=1, progress=False).cache
+    assert np.allclose([np.diag(a)[:3] for a in cache.affines()], 4.0)
+
+
+def test_float16_overflow_and_an_empty_channel_fail_their_subject(make_cohort, tmp_path):
+    from conftest import blob, save
+
+    table = make_cohort(3)
+    save(table.parent / "gm/sub-001_gm.nii.gz", blob(np.random.default_rng(1)) * 1e6)
+    params = PARAMS.model_copy(update={"normalise": "none", "clip_percentiles": None, "dtype": "float16"})
+    with pytest.raises(NeuroCNNError, match="1 subject.*could not be prepared") as info:
+        prepare_cohort(_cohort(table), tmp_path / "c", params, jobs=1, progress=False)
+    msg = str(info.value)
+    assert "sub-001" in msg and "gm file" in msg and "sub-001_gm.nii.gz" in msg and "Inf or NaN" in msg
+    assert "float32" in msg and not (tmp_path / "c").exists()
+    # a brain mask that does not overlap the brain in the image: nothing of the scan is left
+    table = make_cohort(3, seed=1)
+    corner = np.zeros(blob(np.random.default_rng(0)).shape, np.uint8)
+    corner[:2, :2, :2] = 1  # the blob is zero in the corners
+    save(table.parent / "mask/sub-002_mask.nii.gz", corner)
+    with pytest.raises(NeuroCNNError, match="1 subject.*could not be prepared") as info:
+        prepare_cohort(_cohort(table), tmp_path / "d", PARAMS, jobs=1, progress=False)
+    assert "sub-002" in str(info.value) and "all zero" in str(info.value)
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_copied_scan_under_two_participants_is_refused(make_cohort, tmp_path):
+    table = make_cohort(3)
+    root = table.parent
+    (root / "wm/sub-002_wm.nii.gz").write_bytes((root / "wm/sub-000_wm.nii.gz").read_bytes())
+    with pytest.raises(NeuroCNNError, match="more than one participant") as info:
+        prepare_cohort(_cohort(table), tmp_path / "c", PARAMS, jobs=1, progress=False)
+    assert "sub-000 [wm]" in str(info.value) and "sub-002 [wm]" in str(info.value)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()

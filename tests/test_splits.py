@@ -113,3 +113,17 @@ def test_too_many_folds_and_inconsistent_sessions_are_refused():
     m.loc[1, "label_index"] = 1 - m.loc[1, "label_index"]
     with pytest.raises(NeuroCNNError, match="different labels in different sessions"):
         S.kfold(m, 5)
+
+
+def test_subjects_without_a_label_are_left_out_by_name():
+    m = manifest(20, sessions=1)
+    m.loc[[3, 7], "label_index"] = -1
+    for make in (lambda: S.kfold(m, 2), lambda: S.holdout(m), lambda: S.independent(m)):
+        match = r"2 of 20 subject\(s\) have no label .*\(p003/ses-0, p007/ses-0\)"
+        with pytest.warns(UserWarning, match=match):
+            table = make()
+        assert not {"p003", "p007"} & set(table["participant_id"])
+        assert set(table["participant_id"]) == set(m["participant_id"]) - {"p003", "p007"}
+    m["label_index"] = -1
+    with pytest.raises(NeuroCNNError, match="no subject of the cohort has a label.*--label"):
+        S.kfold(m, 2)

@@ -15,7 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cohort")
     g.add_argument("--cohort", type=Path, help="participants table (CSV/TSV) of the scans")
     g.add_argument("--images", help="image columns (default: the run's modalities)")
-    g.add_argument("--mask", help="brain-mask column")
+    g.add_argument(
+        "--mask", help="brain-mask column (needed exactly when the run's training scans had brain masks)"
+    )
     g.add_argument("--cache", type=Path, help="an already prepared cohort instead of a table")
     g = p.add_argument_group("inference")
     g.add_argument("--strict", action="store_true", help="refuse scans that were in the training data")
@@ -56,19 +58,54 @@ def check_leakage(run, cohort, strict: bool) -> None:  # type: ignore[no-untyped
         print(f"  - {p}", file=sys.stderr)
 
 
-def warn_missing_mask(run, cohort) -> None:  # type: ignore[no-untyped-def]
+def training_masked(run) -> tuple[bool | None, str | None]:  # type: ignore[no-untyped-def]
+    """(whether the run's training scans were prepared with a brain mask, the mask column), from its
+    data.json; an older run's from its training cache's cache.json; (None, None) when unknown."""
     import json
 
     data = run.data()
-    cache = Path(data.get("cache", ""))
-    info = cache / "cache.json"
-    if not info.exists():
+    if data.get("masked") is not None:
+        return bool(data["masked"]), data.get("mask_column")
+    info = Path(data.get("cache") or "") / "cache.json"
+    try:
+        recorded = json.loads(info.read_text())
+    except (OSError, ValueError):
+        return None, None
+    files = recorded.get("subject_files")
+    if files is None:
+        return None, None
+    return any("mask" in f for f in files), recorded.get("mask_column")
+
+
+def check_mask(run, cohort, *, scans: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Refuse scans (a Cohort, or a prepared cohort given with --cache) prepared with a brain mask when
+    the training scans were not, or without one when they were: the mask sets what is zeroed, where
+    the grid is centred and where intensities are normalised, so the fold models would see inputs
+    unlike their training data."""
+    from neurocnn.data.cache import PreparedCohort
+
+    trained, column = training_masked(run)
+    if isinstance(cohort, PreparedCohort):
+        given = cohort.masked
+        where = f"{cohort.path} was prepared"
+    else:
+        given = any(s.mask is not None for s in cohort.subjects)
+        where = "these scans would be prepared"
+    if trained is None or given is None or trained == given:
         return
-    masked = any("mask" in f for f in json.loads(info.read_text()).get("subject_files", []))
-    unmasked = any(s.mask is None for s in cohort.subjects)
-    if masked and unmasked and data.get("params", {}).get("apply_mask"):
-        print(
-            "warning: the training scans were masked; give --mask so that new scans are prepared "
-            "the same way",
-            file=sys.stderr,
+    if trained:
+        named = f" (mask {column!r})" if column else ""
+        if scans:
+            fix = "give a --cohort table with a brain-mask column and --mask COLUMN"
+        elif isinstance(cohort, PreparedCohort):
+            fix = "give --cohort TABLE with --mask COLUMN, and the scans are prepared like the run's"
+        else:
+            fix = "give --mask COLUMN (the brain masks of these scans)"
+        raise NeuroCNNError(
+            f"the training scans of {run.path} were prepared with a brain mask{named}, {where} without "
+            f"one; {fix}"
         )
+    fix = "give --cohort TABLE without --mask" if isinstance(cohort, PreparedCohort) else "drop --mask"
+    raise NeuroCNNError(
+        f"the training scans of {run.path} were prepared without a brain mask, {where} with one; {fix}"
+    )

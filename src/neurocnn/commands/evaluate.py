@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from neurocnn.commands import _run_cohort
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cache is not None:
         cache = open_cache(args.cache)
         check_prepared_alike(run_folder, cache)
+        _run_cohort.check_mask(run_folder, cache)
         _run_cohort.check_leakage(run_folder, cache, args.strict)
     else:
         images = args.images.split(",") if args.images else data["modalities"]
@@ -60,12 +62,18 @@ def run(args: argparse.Namespace) -> int:
             mask=args.mask,
             classes=args.classes.split(",") if args.classes else None,
         )
+        _run_cohort.check_mask(run_folder, cohort)
         _run_cohort.check_leakage(run_folder, cohort, args.strict)
-        _run_cohort.warn_missing_mask(run_folder, cohort)
         cache = prepare_like_run(run_folder, cohort, jobs=args.jobs, progress=not args.no_progress)
     result = evaluate_cohort(
         run_folder.path, cache, out, batch_size=args.batch_size, device=_run_cohort.device(args.device)
     )
+    if result["n_unlabelled"]:
+        print(
+            f"warning: {result['n_unlabelled']} subject(s) of {cache.path} have no label and are left "
+            "out of the metrics (their predictions are in predictions.csv)",
+            file=sys.stderr,
+        )
     print(f"{result['n_subjects']} participants, ensemble of {result['n_models']} fold models:")
     for how in ("mean_probability", "majority_vote"):
         ba = result[how]["balanced_accuracy"]

@@ -56,6 +56,26 @@ class PreparedCohort:
         a = self.info.get("common_affine")
         return None if a is None else np.array(a)
 
+    @property
+    def masked(self) -> bool | None:
+        """Whether the subjects were prepared with a brain mask (None when the cache does not say)."""
+        files = self.info.get("subject_files")
+        return None if files is None else any("mask" in f for f in files)
+
+    def voxel_sizes(self) -> np.ndarray | None:
+        """Voxel sizes (mm) of the prepared grid shared by every subject; None when unknown or when
+        subjects' differ."""
+        from nibabel.affines import voxel_sizes
+
+        try:
+            affines = self.affines() if self.affine is None else self.affine[None]
+        except (OSError, ValueError):
+            return None
+        sizes = np.array([voxel_sizes(a) for a in affines])
+        if not len(sizes) or not np.allclose(sizes, sizes[0], atol=1e-3):
+            return None
+        return sizes[0]  # type: ignore[no-any-return]
+
     def array(self) -> np.ndarray:
         return np.load(self.path / "data.npy", mmap_mode="r")
 
@@ -128,6 +148,8 @@ def write_cache(
     info: dict[str, Any],
 ) -> None:
     """Assemble per-subject arrays into ``partial``, then swap it in as ``final``."""
+    if not arrays:
+        raise NeuroCNNError(f"{final}: no subjects to write; the cohort is empty")
     first = np.load(arrays[0], mmap_mode="r")
     shape = (len(arrays), *first.shape)
     data = np.lib.format.open_memmap(partial / "data.npy", mode="w+", dtype=first.dtype, shape=shape)

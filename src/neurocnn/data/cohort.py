@@ -8,6 +8,7 @@ problem of every subject in one message.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import Counter
@@ -19,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurocnn.data.cohort_checks import shared_image_files
 from neurocnn.data.io import ImageCheck, check_image
 from neurocnn.errors import NeuroCNNError
 
 ID = "participant_id"
 SESSION = "session_id"
+MISSING = ["", "n/a", "NA", "NaN", "nan"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Cohort:
     classes: tuple[str, ...]
     covariates: tuple[str, ...]
     source: Path
+    mask_column: str | None = None  # (the mask pattern for a BIDS folder)
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -98,15 +102,14 @@ def read_table(path: Path) -> pd.DataFrame:
         )
     sep = "\t" if path.suffix.lower() in {".tsv", ".txt"} else ","
     try:
-        table = pd.read_csv(
-            path, sep=sep, dtype=str, keep_default_na=False, na_values=["", "n/a", "NA", "NaN", "nan"]
-        )
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=MISSING)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise NeuroCNNError(
             f"participants table {path} cannot be parsed ({exc}); save it as UTF-8 CSV or TSV"
         ) from exc
     table.columns = [c.strip() for c in table.columns]
-    return table
+    # a cell of blanks (or ' n/a ') is missing too, not a label or covariate value ''
+    return table.apply(lambda col: col.where(~col.str.strip().isin(MISSING)))
 
 
 def read_cohort(
@@ -180,6 +183,8 @@ def read_cohort(
         if not pid:
             continue
         value = row[label] if label else None
+        if isinstance(value, str) and value.strip() in MISSING:
+            value = None  # (a table given as a DataFrame, not read by read_table)
         if label and (value is None or (isinstance(value, float) and math.isnan(value))):
             value = None
             if require_labels:
@@ -205,6 +210,7 @@ def read_cohort(
         subjects.append(
             Subject(pid, ses, paths, mask_path, None if value is None else str(value).strip(), covs)
         )
+    problems += shared_image_files(subjects)
     if problems:
         raise NeuroCNNError(f"{table_path}: {len(problems)} problem(s) in the table:", problems=problems)
 
@@ -218,7 +224,9 @@ def read_cohort(
                 f"classes {classes}; add them to --classes or fix the table"
             )
         found = classes
-    return Cohort(tuple(subjects), tuple(images), label, tuple(found), tuple(covariates), table_path)
+    return Cohort(
+        tuple(subjects), tuple(images), label, tuple(found), tuple(covariates), table_path, mask_column=mask
+    )
 
 
 def cohort_from_bids(
@@ -288,7 +296,7 @@ def cohort_from_bids(
     df = pd.DataFrame(rows)
     if not df[SESSION].astype(bool).any():
         df = df.drop(columns=[SESSION])
-    return read_cohort(
+    cohort = read_cohort(
         root / participants,
         images=[modality],
         label=label,
@@ -298,6 +306,7 @@ def cohort_from_bids(
         require_labels=require_labels,
         table=df.reset_index(drop=True),
     )
+    return dataclasses.replace(cohort, mask_column=mask_pattern)
 
 
 def validate_cohort(

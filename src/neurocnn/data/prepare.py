@@ -29,6 +29,7 @@ from neurocnn.data.cache import (
     write_cache,
 )
 from neurocnn.data.cohort import Cohort, Subject, validate_cohort
+from neurocnn.data.cohort_checks import mixed_voxel_sizes, shared_image_contents
 from neurocnn.data.preprocess import PrepareParams, prepare_subject
 from neurocnn.errors import NeuroCNNError
 
@@ -71,6 +72,10 @@ def prepare_cohort(
     """
     start = time.perf_counter()
     out = Path(out)
+    if not cohort.subjects:
+        raise NeuroCNNError(
+            f"{cohort.source}: the cohort has no subjects (no rows below the header); nothing to prepare"
+        )
     check_output_folder(out)
     inputs = _input_files(cohort)
     template = _template_digest(params)
@@ -79,7 +84,15 @@ def prepare_cohort(
         return PrepareResult(open_cache(out), True, 0, 0, time.perf_counter() - start)
     if validate:
         validate_cohort(cohort, require_labels=False)
+    _check_voxel_sizes(cohort, params)
     hashes = hash_inputs(inputs, _previous_hashes(out))
+    copies = shared_image_contents(cohort.subjects, hashes)
+    if copies:
+        raise NeuroCNNError(
+            f"{cohort.source}: {len(copies)} scan(s) appear under more than one participant; "
+            "nothing was written:",
+            problems=copies,
+        )
 
     partial = out.with_name(out.name + ".partial")
     subjects_dir = partial / "subjects"
@@ -117,6 +130,7 @@ def prepare_cohort(
         "label_column": cohort.label_column,
         "covariates": list(cohort.covariates),
         "source": str(cohort.source),
+        "mask_column": cohort.mask_column,
         "subject_files": [
             {m: str(p) for m, p in [*s.images.items(), *([("mask", s.mask)] if s.mask else [])]}
             for s in cohort.subjects
@@ -168,7 +182,8 @@ def _run(
                 exc = fut.exception()
                 if exc is not None:
                     files = ", ".join(str(p) for p in s.images.values())
-                    failures.append(f"{s.key} ({files}): {type(exc).__name__}: {exc}")
+                    what = str(exc) if isinstance(exc, NeuroCNNError) else f"{type(exc).__name__}: {exc}"
+                    failures.append(f"{s.key} ({files}): {what}")
                 bar.advance(task)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -208,6 +223,22 @@ def _prepare_one(subject: Subject, params: PrepareParams, folder: Path, key: str
     os.replace(tmp, folder / f"{key}.affine.npy")
     np.save(tmp, data)
     os.replace(tmp, folder / f"{key}.npy")
+
+
+def _check_voxel_sizes(cohort: Cohort, params: PrepareParams) -> None:
+    """Without --voxel-size (and without registration, which resamples to the template's grid)
+    every subject keeps its own voxel size: refuse a cohort whose scans differ, as a network would
+    take a 1 mm and a 1.2 mm voxel for the same size. (Subjects' grids may still be centred
+    differently: that is what the cache's per-subject affines record.)"""
+    if params.voxel_size is not None or params.registration:
+        return
+    problems = mixed_voxel_sizes(cohort.subjects)
+    if problems:
+        raise NeuroCNNError(
+            f"{cohort.source}: {len(problems)} subject(s) have other voxel sizes than the rest; give "
+            "--voxel-size so that every subject is resampled to one resolution (nothing was written):",
+            problems=problems,
+        )
 
 
 def _input_files(cohort: Cohort) -> list[Path]:

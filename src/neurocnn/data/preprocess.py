@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from neurocnn.data.io import load_volume
+from neurocnn.errors import NeuroCNNError
 
 # SPM's MNI bounding box: [-90, -126, -72] to [90, 90, 108] mm. At 3, 2 and 1.5 mm its grids are the
 # seeds' 61×73×61, 91×109×91 and 121×145×121.
@@ -90,7 +91,8 @@ def centred_grid(
     centre_mm: np.ndarray | None = None,
 ) -> Grid:
     """A RAS-aligned grid around ``centre_mm`` (default: the image centre) in native space."""
-    zooms = np.abs(np.diag(img.affine)[:3]) if voxel_size is None else np.full(3, voxel_size)
+    # (the affine's diagonal is not the voxel size of an oblique scan: its columns' lengths are)
+    zooms = nib.affines.voxel_sizes(img.affine) if voxel_size is None else np.full(3, voxel_size)
     if centre_mm is None:
         centre_mm = nib.affines.apply_affine(img.affine, (np.array(img.shape[:3]) - 1) / 2)
     if shape is None:
@@ -135,7 +137,28 @@ def prepare_subject(
             continue
         channels.append(normalise(data, brain_out, params))
     out = np.stack(channels).astype(params.dtype)
+    check_prepared(out, images, params)
     return out, grid.affine
+
+
+def check_prepared(out: np.ndarray, images: dict[str, Path], params: PrepareParams) -> None:
+    """Refuse a prepared array that a network must not see: values that are not finite (e.g. above
+    float16's 65504 without normalisation) or a channel with nothing left in it (e.g. a brain mask
+    that does not overlap the image, or an image outside the output grid)."""
+    for (m, path), channel in zip(images.items(), out, strict=True):
+        bad = int(np.count_nonzero(~np.isfinite(channel)))
+        if bad:
+            hint = (
+                f"values beyond {params.dtype}'s range; use --dtype float32 or normalise the scans"
+                if params.dtype == "float16"
+                else "check the scan's values"
+            )
+            raise NeuroCNNError(f"{m} file {path}: {bad} prepared voxel(s) are Inf or NaN ({hint})")
+        if not np.any(channel):
+            raise NeuroCNNError(
+                f"{m} file {path}: the prepared image is all zero (does the brain mask overlap the "
+                "image? does --shape keep the brain inside the grid?); check the mask and the image"
+            )
 
 
 def normalise(data: np.ndarray, brain: np.ndarray | None, params: PrepareParams) -> np.ndarray:

@@ -10,6 +10,7 @@ folder and read back from there, never silently regenerated.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,29 @@ ROLES = ("train", "val", "test")
 
 
 def _participants(manifest: pd.DataFrame) -> pd.DataFrame:
-    """One row per participant with its label; refuses participants whose sessions disagree."""
-    labelled = manifest[manifest["label_index"] >= 0]
-    per = labelled.groupby("participant_id")["label_index"].agg(["min", "max"])
+    """One row per participant with its label; refuses participants whose sessions disagree and a
+    cohort without any label. Subjects without a label (an empty cell in the label column) cannot be
+    trained or scored on: they are left out with a warning that names them."""
+    unlabelled = manifest[manifest["label_index"] < 0]
+    if len(unlabelled):
+        sessions = unlabelled["session_id"] if "session_id" in unlabelled else [None] * len(unlabelled)
+        keys = [
+            f"{p}/{s}" if isinstance(s, str) and s else str(p)
+            for p, s in zip(unlabelled["participant_id"], sessions, strict=True)
+        ]
+        if len(keys) == len(manifest):
+            raise NeuroCNNError(
+                "no subject of the cohort has a label; prepare it with --label COLUMN to train on it"
+            )
+        more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
+        warnings.warn(
+            f"{len(keys)} of {len(manifest)} subject(s) have no label and are left out of the splits "
+            f"({', '.join(keys[:10])}{more})",
+            UserWarning,
+            stacklevel=3,
+        )
+        manifest = manifest[manifest["label_index"] >= 0]
+    per = manifest.groupby("participant_id")["label_index"].agg(["min", "max"])
     mixed = per.index[per["min"] != per["max"]].tolist()
     if mixed:
         raise NeuroCNNError(
@@ -79,7 +100,8 @@ def kfold(
     Parameters
     ----------
     manifest
-        A cache manifest (``index, participant_id, label_index``; unlabelled rows are left out).
+        A cache manifest (``index, participant_id, label_index``; unlabelled rows are left out
+        with a warning).
     k
         Number of outer folds; each participant is in exactly one test fold per repeat.
     val_fraction

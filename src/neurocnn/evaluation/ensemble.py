@@ -16,9 +16,11 @@ import pandas as pd
 from torch import nn
 
 from neurocnn.data.cache import PreparedCohort
+from neurocnn.data.cohort_checks import mm
 from neurocnn.errors import NeuroCNNError
 from neurocnn.evaluation.inference import predict_proba
 from neurocnn.evaluation.metrics import METRICS, bootstrap_ci, classification_metrics, summarise_folds
+from neurocnn.evaluation.predict import training_voxel_sizes
 from neurocnn.training.module import build_network
 from neurocnn.training.runfolder import RunFolder, fold_config, write_json
 from neurocnn.training.transfer import load_state
@@ -63,6 +65,28 @@ def check_compatible(data: dict[str, Any], cache: PreparedCohort) -> None:
             f"{tuple(data['shape'][1:])}; prepare the cohort with the run's parameters "
             "(`neurocnn evaluate RUN --cohort TABLE` does it)"
         )
+    trained = training_voxel_sizes(data)
+    sizes = _subject_voxel_sizes(cache)
+    if trained is not None and sizes is not None:
+        off = np.flatnonzero(~np.isclose(sizes, trained, atol=1e-3).all(axis=1))
+        if len(off):
+            ids = cache.manifest["participant_id"].astype(str).tolist()
+            who = f"{len(off)} subject(s), e.g. {ids[off[0]]}" if len(sizes) == len(ids) else "every subject"
+            raise NeuroCNNError(
+                f"{cache.path} holds voxels of {mm(sizes[off[0]])} mm ({who}), the run was trained on "
+                f"{mm(trained)} mm; prepare the cohort with the run's parameters "
+                "(`neurocnn evaluate RUN --cohort TABLE` does it)"
+            )
+
+
+def _subject_voxel_sizes(cache: PreparedCohort) -> np.ndarray | None:
+    from nibabel.affines import voxel_sizes
+
+    try:
+        affines = cache.affines()
+    except (OSError, ValueError):
+        affines = None if cache.affine is None else cache.affine[None]
+    return None if affines is None else np.array([voxel_sizes(a) for a in affines])
 
 
 def majority_vote(preds: np.ndarray, mean_prob: np.ndarray) -> np.ndarray:
@@ -153,6 +177,8 @@ def evaluate_cohort(
     groups = labelled["participant_id"].to_numpy()
     result: dict[str, Any] = {"run": str(run.path), "cohort": str(cache.path), "classes": classes}
     result["n_subjects"] = int(labelled["participant_id"].nunique())
+    # subjects of a prepared cohort (--cache) without a label are left out of the metrics
+    result["n_unlabelled"] = int(len(table) - len(labelled))
     result["n_models"] = int(table["n_models"].iloc[0])
     for name, column in (("mean_probability", "prediction"), ("majority_vote", "vote")):
         pred = labelled[column].map(lookup).to_numpy(dtype=np.int64)

@@ -16,11 +16,14 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from neurocnn.data.cache import PreparedCohort
 from neurocnn.data.cohort import Cohort, read_cohort
+from neurocnn.data.cohort_checks import mm, other_voxel_sizes
 from neurocnn.data.io import file_sha256
 from neurocnn.data.prepare import prepare_cohort
 from neurocnn.data.preprocess import PrepareParams
@@ -36,6 +39,8 @@ def cohort_from_scans(scans: Sequence[Path | str], modality: str) -> Cohort:
         path = Path(scan).resolve()
         if not path.exists():
             raise NeuroCNNError(f"scan {scan} not found")
+        if path.is_dir():
+            raise NeuroCNNError(f"scan {scan} is a folder, not a NIfTI file; give the image files in it")
         stem = re.sub(r"\.nii(\.gz)?$", "", path.name)
         bids = re.match(r"(sub-[A-Za-z0-9]+)", stem)
         pid = bids.group(1) if bids else stem
@@ -48,10 +53,24 @@ def cohort_from_scans(scans: Sequence[Path | str], modality: str) -> Cohort:
 
 
 def leakage(run: RunFolder, cohort: Cohort) -> list[str]:
-    """Participants and image files of ``cohort`` that were in the run's training cohort."""
+    """Participants and image files of ``cohort`` that were in the run's training cohort.
+
+    Refuses (before hashing anything) image files that are missing, folders or unreadable.
+    """
     data = run.data()
     seen_ids = set(data.get("participants", []))
     seen_files = set(data.get("input_sha256", []))
+    unusable = [
+        f"{s.key} [{m}] {p}: {why}"
+        for s in cohort.subjects
+        for m, p in s.images.items()
+        if (why := _unusable(p))
+    ]
+    if unusable:
+        raise NeuroCNNError(
+            f"{cohort.source}: {len(unusable)} image file(s) cannot be read; nothing was written:",
+            problems=unusable,
+        )
     problems = []
     for s in cohort.subjects:
         if s.participant_id in seen_ids:
@@ -60,6 +79,18 @@ def leakage(run: RunFolder, cohort: Cohort) -> list[str]:
             if file_sha256(path) in seen_files:
                 problems.append(f"{s.key}: {modality} file {path} is a file of the training cohort")
     return problems
+
+
+def _unusable(path: Path) -> str | None:
+    if not path.exists():
+        return "file not found; check the path (relative paths are read relative to the table's folder)"
+    if path.is_dir():
+        return "a folder, not a NIfTI file; give the image file"
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return f"cannot be opened ({exc.strerror}); check its permissions"
 
 
 def cache_leakage(run: RunFolder, cache: PreparedCohort) -> list[str]:
@@ -96,6 +127,18 @@ def check_prepared_alike(run: RunFolder, cache: PreparedCohort) -> None:
     )
 
 
+def training_voxel_sizes(data: dict[str, Any]) -> np.ndarray | None:
+    """Voxel sizes (mm) of the run's training grid from its data.json; None when not known (an
+    older run without ``voxel_size`` falls back on the common affine, when there was one)."""
+    from nibabel.affines import voxel_sizes
+
+    if data.get("voxel_size") is not None:
+        return np.asarray(data["voxel_size"], dtype=np.float64)
+    if data.get("affine") is not None:
+        return np.asarray(voxel_sizes(np.asarray(data["affine"], dtype=np.float64)))
+    return None
+
+
 def prepare_like_run(
     run: RunFolder, cohort: Cohort, *, name: str | None = None, jobs: int | None = None, progress: bool = True
 ) -> PreparedCohort:
@@ -112,6 +155,16 @@ def prepare_like_run(
             f"{run.path}/data.json records no preparation parameters; prepare the scans yourself"
         )
     params = PrepareParams(**data["params"])
+    trained = training_voxel_sizes(data)
+    if params.voxel_size is None and not params.registration and trained is not None:
+        # the run kept its scans' own voxel size: new scans must have it too
+        other = other_voxel_sizes(cohort.subjects, trained)
+        if other:
+            raise NeuroCNNError(
+                f"the run {run.path} was trained on scans of {mm(trained)} mm voxels, prepared without "
+                f"resampling; {len(other)} scan(s) here differ (resample them to {mm(trained)} mm first):",
+                problems=other,
+            )
     files = sorted(str(p) for s in cohort.subjects for p in s.images.values())
     key = hashlib.sha256("|".join([params.digest(), *files]).encode()).hexdigest()[:10]
     out = run.path / "prepared" / f"{name or Path(cohort.source).stem}-{key}"

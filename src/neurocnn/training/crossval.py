@@ -111,6 +111,7 @@ def data_record(cache: PreparedCohort) -> dict[str, Any]:
     """What `data.json` records about the training cohort."""
     m = cache.manifest
     labelled = m[m["label_index"] >= 0]
+    zooms = cache.voxel_sizes()
     return {
         "cache": str(Path(cache.path).resolve()),
         "params": cache.info.get("params"),
@@ -119,6 +120,11 @@ def data_record(cache: PreparedCohort) -> dict[str, Any]:
         "modalities": cache.modalities,
         "shape": list(cache.shape),
         "affine": cache.info.get("common_affine"),
+        # for `predict`/`evaluate`: new scans must be prepared on the same resolution, and with a
+        # brain mask exactly when the training scans were
+        "voxel_size": None if zooms is None else [round(float(z), 6) for z in zooms],
+        "masked": cache.masked,
+        "mask_column": cache.info.get("mask_column"),
         "label_column": cache.info.get("label_column"),
         "participants": sorted(labelled["participant_id"].astype(str).unique().tolist()),
         "input_sha256": image_hashes(cache),
