@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
+from interpret_fixtures import one_thread  # noqa: F401  (fixture)
 from neurocnn.interpret import PerturbationConfig, gaussian_blur, meaningful_perturbation
 from neurocnn.interpret.perturbation import (
     _crops,
@@ -19,15 +20,6 @@ from neurocnn.interpret.perturbation import (
     default_jitter_batch,
 )
 from neurocnn.interpret.separable import apply_separable, gaussian_matrix, upsample_matrix
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small tensor operations: one thread avoids OpenMP hand-offs on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(("sigma", "mode"), [(1.5, "constant"), (10.0, "constant"), (3.0, "nearest")])

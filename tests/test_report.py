@@ -143,3 +143,88 @@ def test_randomisation_table_counts_constant_maps_as_zero_like_the_summary(tmp_p
     cells = re.findall(r"<td>(.*?)</td>", row.group(1))
     # median of 0.9, 0, 0, 0.8 is 0.4 (without the constant maps: 0.85); 4 subjects, 2 constant
     assert cells == ["all", "0.400", "0.900", "4", "2"]
+
+
+def edit_json(path: Path, **changes) -> None:
+    import json
+
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_single_fold_run_with_failed_and_missing_folds(runs, tmp_path):
+    """A fold SD and CIs saved as null print as '–'; failed/missing folds are listed; learning
+    curves only of the folds the summary counts."""
+    import json
+
+    from neurocnn.report.collect import read_run
+
+    run = Path(shutil.copytree(runs[0], tmp_path / "one"))
+    summary = json.loads((run / "summary.json").read_text())
+    ms = {m: {"mean": v["mean"], "std": None} for m, v in summary["mean_std"].items()}
+    pooled = {m: {"value": v["value"], "ci95": [None, None]} for m, v in summary["pooled"].items()}
+    pooled["auc"]["value"] = None
+    edit_json(
+        run / "summary.json",
+        mean_std=ms,
+        pooled=pooled,
+        per_fold=summary["per_fold"][:1],
+        folds_done=1,
+        folds_expected=3,
+        missing=["r0_f1", "r0_f2"],
+        failed=["r0_f2"],
+    )
+    text = build_report([run], tmp_path / "one.html").read_text()
+    assert "– [–, –]" in text and "± –" in text
+    assert "1/3" in text and "r0_f2" in text and "folds not finished: r0_f1" in text
+    assert list(read_run(run).histories) == ["r0_f0"]
+
+
+def test_run_without_pooled_test_predictions(runs, tmp_path):
+    """An independent-scheme run has no RUN/predictions.csv: ROC and confusion say so."""
+    run = Path(shutil.copytree(runs[0], tmp_path / "indep"))
+    (run / "predictions.csv").unlink()
+    text = build_report([run], tmp_path / "r.html").read_text()
+    assert check_static(text) == []
+    assert text.count("no pooled test predictions") == 2
+
+
+def test_report_out_a_folder_and_a_users_tmp_file(runs, tmp_path):
+    with pytest.raises(NeuroCNNError, match="is a folder"):
+        build_report([runs[0]], tmp_path)
+    mine = tmp_path / "report.tmp"
+    mine.write_text("my notes")
+    build_report([runs[0]], tmp_path / "report.html")
+    assert mine.read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.tmp"]
+
+
+def test_compared_run_with_other_classes_is_not_drawn(runs, tmp_path):
+    import pandas as pd
+
+    other = Path(shutil.copytree(runs[1], tmp_path / "other"))
+    pred = pd.read_csv(other / "predictions.csv")
+    rename = {"control": "healthy", "patient": "ill"}
+    pred = pred.rename(columns={f"prob_{a}": f"prob_{b}" for a, b in rename.items()})
+    pred[["label", "prediction"]] = pred[["label", "prediction"]].replace(rename)
+    pred.to_csv(other / "predictions.csv", index=False)
+    edit_json(other / "summary.json", classes=["healthy", "ill"])
+    text = build_report([runs[0], other], tmp_path / "r.html").read_text()
+    assert "other not drawn: its classes" in text
+
+
+def test_interpretation_source_and_an_explicit_missing_folder(runs, tmp_path):
+    with pytest.raises(NeuroCNNError, match="no interpretation there"):
+        build_report([runs[0]], tmp_path / "r.html", interpretation=tmp_path / "nowhere")
+    with pytest.raises(NeuroCNNError, match="not an interpretation folder"):
+        build_report([runs[0]], tmp_path / "r.html", interpretation=runs[1])
+    text = build_report([runs[0]], tmp_path / "r.html").read_text()
+    assert "on its own test subjects (out-of-fold)" in text
+    interp = Path(shutil.copytree(runs[0] / "interpret", tmp_path / "ckpt"))
+    edit_json(
+        interp / "summary.json",
+        source={"kind": "checkpoint", "out_of_fold": False, "description": "one checkpoint on every subject"},
+    )
+    text = build_report([runs[0]], tmp_path / "r.html", interpretation=interp).read_text()
+    assert "one checkpoint on every subject" in text and "possibly its training subjects" in text

@@ -44,7 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("run", type=Path, nargs="?", help="run folder written by `neurocnn cv`")
     p.add_argument("--out", type=Path, help="output folder (default RUN/interpret)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier interpretation in --out")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier interpretation in --out (never a run folder or any other folder)",
+    )
     p.add_argument(
         "--methods",
         default="gradcam,guided_backprop,perturbation",
@@ -59,7 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "repeatable (default aal2)",
     )
     p.add_argument("--top", type=int, default=5, help="regions listed per map (default 5)")
-    p.add_argument("--folds", help="comma-separated outer folds (default all finished)")
+    p.add_argument(
+        "--folds", help="comma-separated outer folds (default all finished; failed or unfinished: skipped)"
+    )
     p.add_argument("--repeat", type=int, default=0, help="repeat whose folds are used (default 0)")
     p.add_argument("--subjects", type=int, help="test subjects explained per fold (default all)")
     p.add_argument(

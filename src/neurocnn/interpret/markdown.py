@@ -22,6 +22,8 @@ def _constant(info: dict[str, Any]) -> str:
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """A short report: per method the top regions, then agreement, masked accuracy, sanity checks."""
     lines = [f"folds: {', '.join(summary.get('folds', []))}; {summary.get('seconds', 0):.0f} s"]
+    for name, why in (summary.get("skipped_folds") or {}).items():
+        lines.append(f"skipped {name}: {why}")
     for method, info in summary.get("methods", {}).items():
         lines.append(
             f"{method}: {info['subjects']} subjects, {info['seconds_per_subject']:.2f} s per subject"

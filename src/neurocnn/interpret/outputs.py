@@ -4,6 +4,7 @@ region tables per atlas, masked re-evaluation, first-layer analysis and voxel-wi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,25 @@ from neurocnn.interpret import group, masked_eval, regions, sanity
 if TYPE_CHECKING:
     from neurocnn.interpret.pipeline import Explained, InterpretOptions
 
+CONJOINED = "conjoined"  # the group name of the sum of the class maps (S3)
+
+
+def group_keys(classes: list[str]) -> dict[str, str]:
+    """A file-safe group name per class (``AD/MCI`` -> ``AD_MCI``), distinct from each other (also
+    on case-insensitive file systems) and from ``conjoined``; the summary keeps the mapping."""
+    keys: dict[str, str] = {}
+    taken = {CONJOINED}
+    for i, c in enumerate(classes):
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(c)).strip("._") or f"class{i}"
+        key = base
+        if key.lower() in taken:
+            key = f"{base}_{i}"
+        while key.lower() in taken:
+            key += "_"
+        taken.add(key.lower())
+        keys[c] = key
+    return keys
+
 
 def lead(table: pd.DataFrame, **columns: Any) -> pd.DataFrame:
     """``table`` with ``columns`` inserted first, in order."""
@@ -27,14 +47,18 @@ def lead(table: pd.DataFrame, **columns: Any) -> pd.DataFrame:
 def save_maps(
     done: Explained, cache: Any, out: Path, options: InterpretOptions, summary: dict[str, Any]
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Subject maps and group maps of every method, written; returns ``{method: {group: map}}``."""
+    """Subject maps and group maps of every method, written; returns ``{method: {group: map}}``
+    (groups: `group_keys` of the classes, and ``conjoined``)."""
     classes, groups = cache.classes, {}
+    keys = group_keys(list(classes))
+    summary["groups"] = {**{keys[c]: c for c in classes}, CONJOINED: "conjoined (sum of the class maps)"}
     for method in options.methods:
         maps, table = done.stacked(method).numpy(), done.table(method)
         group.save_subject_maps(maps, cache.affine, out / f"subjects_{method}.nii.gz", table)
         y = table[options.group_by].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        g = group.group_maps(maps, y, classes)
-        g["conjoined"] = group.conjoined_map(g)
+        by_class = group.group_maps(maps, y, classes)
+        g = {keys[c]: m for c, m in by_class.items()}
+        g[CONJOINED] = group.conjoined_map(by_class)
         for name, m in g.items():
             group.save_map(m, cache.affine, out / "group" / f"{method}_{name}.nii.gz")
         groups[method] = g
@@ -50,19 +74,16 @@ def save_maps(
 
 def region_tables(
     groups: dict[str, dict[str, np.ndarray]],
-    cache: Any,
+    atlases: dict[str, regions.AtlasOnGrid],
     out: Path,
     options: InterpretOptions,
     truth: dict[str, Any] | None,
     summary: dict[str, Any],
 ) -> None:
-    """Region scores of every group map for every atlas (and the planted regions' atlas)."""
-    atlases = list(options.atlases)
-    if truth is not None and truth["atlas"] and truth["atlas"] not in atlases:
-        atlases.append(truth["atlas"])
+    """Region scores of every group map for every atlas, loaded by spec (`guard.check_options`:
+    those asked for and the planted regions' atlas)."""
     (out / "regions").mkdir(exist_ok=True)
-    for spec in atlases:
-        atlas = load_atlas(spec, tuple(cache.shape[2:]), cache.affine)
+    for spec, atlas in atlases.items():
         for method, maps in groups.items():
             threshold = options.thresholds.get(method, 0.5)
             full = pd.concat(
@@ -76,7 +97,7 @@ def region_tables(
                 ignore_index=True,
             )
             full.to_csv(out / "regions" / f"{method}_{atlas.name}.tsv", sep="\t", index=False)
-            conj = full[full["group"] == "conjoined"]
+            conj = full[full["group"] == CONJOINED]
             top = conj[conj["rank"] <= options.top][["rank", "region", "score"]]
             summary["methods"][method]["regions"][atlas.name] = top.to_dict("records")
             if truth is not None and spec == truth["atlas"]:

@@ -4,7 +4,8 @@ Each fold's best model explains its own test subjects only (`neurocnn.interpret.
 all explained subjects:
 
     OUT/subjects_<method>.nii.gz (+ .tsv)   4D: one volume per subject, rows of the TSV
-    OUT/group/<method>_<class>.nii.gz       mean map of each class (S3), and _conjoined (their sum)
+    OUT/group/<method>_<group>.nii.gz       mean map of each class (S3; file-safe class names,
+                                            summary["groups"]), and _conjoined (their sum)
     OUT/regions/<method>_<atlas>.tsv        region scores of every group map, ranked
     OUT/agreement.tsv                       Dice / rank correlation between methods' conjoined maps
     OUT/masked_eval.tsv                     each fold model on its test inputs × each group map
@@ -12,7 +13,11 @@ all explained subjects:
     OUT/ground_truth.tsv                    localisation of planted regions (synthetic cohorts)
     OUT/first_layer.tsv, first_layer.png    first hidden layer analysis (optional)
     OUT/ttest_<modality>_*.nii.gz           voxel-wise t-test of the inputs (optional)
-    OUT/summary.json                        everything above in one record
+    OUT/summary.json                        everything above in one record ("kind":
+                                            "neurocnn-interpretation", where the models came
+                                            from, skipped folds)
+
+Only a folder marked as an interpretation (`neurocnn.interpret.guard`) is ever replaced.
 
 Maps are on the prepared grid with the cache's affine.
 """
@@ -20,9 +25,8 @@ Maps are on the prepared grid with the cache's affine.
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,10 +39,16 @@ from torch import Tensor, nn
 
 from neurocnn.data.cache import swap_folder
 from neurocnn.errors import NeuroCNNError
-from neurocnn.interpret import agreement, outputs, sanity
+from neurocnn.interpret import agreement, guard, outputs, sanity
 from neurocnn.interpret.attribution import predicted_classes
 from neurocnn.interpret.perturbation import PerturbationConfig
-from neurocnn.interpret.runs import FoldModel, load_checkpoint_model, load_run_models, pick_subjects
+from neurocnn.interpret.runs import (
+    FoldModel,
+    finished_folds,
+    load_checkpoint_model,
+    load_run_models,
+    pick_subjects,
+)
 from neurocnn.models.allocator import roomy_allocator
 
 METHODS = ("gradcam", "hirescam", "guided_backprop", "perturbation", "occlusion", "integrated_gradients")
@@ -154,13 +164,18 @@ def interpret_models(
     *,
     progress: bool = True,
     overwrite: bool = False,
+    protect: Sequence[Path | str] = (),
+    record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Maps, group maps and analyses for a list of models over a prepared cache (module doc).
 
+    Options are checked (atlases, ground truth, layers, classes) before any map is computed.
     Everything is written to ``<out>.partial`` and moved to ``out`` when complete, so an
     interrupted run leaves no half folder and a rerun no files of an earlier one (a method or an
-    atlas no longer asked for). An earlier interpretation in ``out`` is replaced only with
-    ``overwrite``; a folder that is not an interpretation is never touched.
+    atlas no longer asked for). An earlier interpretation in ``out`` (its marker,
+    `neurocnn.interpret.guard`) is replaced only with ``overwrite``; any other folder, a run
+    folder above all, is never touched, nor one that is or holds what ``protect`` names.
+    ``record`` (where the models come from, skipped folds) goes into the summary.
     """
     roomy_allocator()  # Meaningful Perturbation's many passes reuse freed memory (models.allocator)
     unknown = [m for m in options.methods if m not in METHODS]
@@ -171,16 +186,24 @@ def interpret_models(
             f"{cache.path}: subjects' grids differ, so maps have no common grid to be saved on"
         )
     final = Path(out)
-    out = _start_output(final, overwrite)
+    guard.check_output(final, overwrite, protect)
+    checked = guard.check_options(models, cache, options)
+    out = guard.start_output(final, overwrite, protect)
     say = (lambda s: print(s, flush=True)) if progress else (lambda s: None)
     start = time.perf_counter()
     done = explain(models, cache, options, say)
     brain = _brain_mask(cache.array(), np.concatenate([fm.test for fm in models]))
-    truth = _truth(options, cache)
-    summary: dict[str, Any] = {"classes": cache.classes, "folds": [fm.name for fm in models], "methods": {}}
+    truth = checked.truth
+    summary: dict[str, Any] = {
+        "kind": guard.KIND,
+        **(record or {}),
+        "classes": cache.classes,
+        "folds": [fm.name for fm in models],
+        "methods": {},
+    }
     groups = outputs.save_maps(done, cache, out, options, summary)
-    outputs.region_tables(groups, cache, out, options, truth, summary)
-    conjoined = {m: g["conjoined"] for m, g in groups.items()}
+    outputs.region_tables(groups, checked.atlases, out, options, truth, summary)
+    conjoined = {m: g[outputs.CONJOINED] for m, g in groups.items()}
     if len(conjoined) > 1:
         agree = agreement.agreement_table(
             conjoined, thresholds=options.thresholds, top_percent=options.top_percent, mask=brain
@@ -204,28 +227,12 @@ def interpret_models(
     if options.voxel_stats:
         outputs.voxel_stats(models, cache, brain, out, summary)
     summary["seconds"] = round(time.perf_counter() - start, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_plain) + "\n")
+    from neurocnn.training.runfolder import write_json
+
+    # strict JSON (NaN as null, e.g. the SD of masked accuracy over one fold), as run folders write it
+    write_json(out / "summary.json", json.loads(json.dumps(summary, default=_plain)))
     swap_folder(out, final)
     return summary
-
-
-def _start_output(final: Path, overwrite: bool) -> Path:
-    """The empty ``<final>.partial`` folder to write into, after checking what ``final`` holds."""
-    if final.exists() and (not final.is_dir() or any(final.iterdir())):
-        if not (final / "summary.json").exists():
-            raise NeuroCNNError(
-                f"{final} exists and is not an interpretation folder; "
-                "choose another --out (nothing was written)"
-            )
-        if not overwrite:
-            raise NeuroCNNError(
-                f"{final} holds an earlier interpretation; --overwrite replaces it, or choose another --out"
-            )
-    partial = final.with_name(final.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)  # what an interrupted run left: never a user's folder (its name)
-    partial.mkdir(parents=True)
-    return partial
 
 
 def interpret_run(
@@ -236,9 +243,35 @@ def interpret_run(
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Interpret the finished folds of a training run; see the module docstring for the outputs."""
+    """Interpret the finished folds of a training run; see the module docstring for the outputs.
+
+    Failed and unfinished folds are skipped, and listed in the summary (``skipped_folds``)."""
+    guard.check_output(Path(out), overwrite, [run])  # before the models are loaded
+    _, skipped = finished_folds(run, repeat=options.repeat, folds=options.folds)
     models, cache = load_run_models(run, repeat=options.repeat, folds=options.folds)
-    return interpret_models(models, cache, out, options, progress=progress, overwrite=overwrite)
+    if skipped and progress:
+        for name, why in skipped.items():
+            print(f"{name} skipped: {why}", flush=True)
+    record = {
+        "source": {
+            "kind": "run",
+            "run": str(run),
+            "repeat": options.repeat,
+            "out_of_fold": True,
+            "description": "each fold's best model on its own test subjects (out-of-fold)",
+        },
+        "skipped_folds": skipped,
+    }
+    return interpret_models(
+        models,
+        cache,
+        out,
+        options,
+        progress=progress,
+        overwrite=overwrite,
+        protect=[run, cache.path],
+        record=record,
+    )
 
 
 def interpret_checkpoint(
@@ -254,8 +287,29 @@ def interpret_checkpoint(
 ) -> dict[str, Any]:
     """Interpret one checkpoint of ``model`` over every labelled subject of a cache (no run folder:
     nothing guards against explaining the model's training subjects)."""
+    guard.check_output(Path(out), overwrite, [checkpoint, cache_path])
     models, cache = load_checkpoint_model(checkpoint, cache_path, model, model_options)
-    return interpret_models(models, cache, out, options, progress=progress, overwrite=overwrite)
+    record = {
+        "source": {
+            "kind": "checkpoint",
+            "checkpoint": str(checkpoint),
+            "cache": str(cache_path),
+            "out_of_fold": False,
+            "description": "one checkpoint on every labelled subject of the cache (may include the "
+            "subjects it was trained on)",
+        },
+        "skipped_folds": {},
+    }
+    return interpret_models(
+        models,
+        cache,
+        out,
+        options,
+        progress=progress,
+        overwrite=overwrite,
+        protect=[checkpoint, cache_path],
+        record=record,
+    )
 
 
 def _randomisation(fm, cache, done, brain, out, options, summary) -> None:  # type: ignore[no-untyped-def]
@@ -294,13 +348,6 @@ def _brain_mask(data: np.ndarray, rows: np.ndarray) -> np.ndarray:
     for r in rows:
         mask |= np.any(np.asarray(data[r]) != 0, axis=0)
     return mask
-
-
-def _truth(options: InterpretOptions, cache: Any) -> dict[str, Any] | None:
-    if not options.ground_truth:
-        return None
-    masks, brain, effects = sanity.planted_regions(options.ground_truth, tuple(cache.shape[2:]), cache.affine)
-    return {"masks": masks, "brain": brain, "atlas": sanity.atlas_for(effects)}
 
 
 def _plain(value: Any) -> Any:

@@ -7,6 +7,7 @@ no such guarantee.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from torch import nn
 
 from neurocnn.errors import NeuroCNNError
 
-__all__ = ["FoldModel", "load_checkpoint_model", "load_run_models", "pick_subjects"]
+__all__ = ["FoldModel", "finished_folds", "load_checkpoint_model", "load_run_models", "pick_subjects"]
 
 
 @dataclass
@@ -28,11 +29,63 @@ class FoldModel:
     test: np.ndarray
 
 
+def finished_folds(
+    run: Path | str, *, repeat: int = 0, folds: tuple[int, ...] | None = None
+) -> tuple[dict[int, Path], dict[str, str]]:
+    """The checkpoint of each finished outer fold of ``repeat`` (``folds``: only those), and why
+    each other one is skipped (failed, still training or interrupted, checkpoint gone).
+
+    A fold is finished when its ``metrics.json`` is written (last, after its test predictions) and
+    it has no ``error.txt``; its model is the checkpoint ``fit.json`` names (else ``best.ckpt``).
+    ``best.ckpt`` alone proves nothing: it is written from the first epoch on.
+    """
+    from neurocnn.data.splits import load_splits
+    from neurocnn.training.checkpoints import FIT_RECORD
+    from neurocnn.training.runfolder import SPLITS, RunFolder, fold_name, read_config
+
+    rf = RunFolder(Path(run))
+    read_config(rf.path)  # a clear error for a folder that is not a run
+    table = load_splits(rf.path / SPLITS)
+    outer = table[(table["inner"] == -1) & (table["repeat"] == repeat)]
+    if outer.empty:
+        raise NeuroCNNError(f"{rf.path}: no outer splits of repeat {repeat}")
+    available = sorted(int(f) for f in outer["fold"].unique())
+    unknown = sorted(set(folds or ()) - set(available))
+    if unknown:
+        raise NeuroCNNError(
+            f"{rf.path}: no fold {', '.join(map(str, unknown))} in repeat {repeat} "
+            f"(folds {', '.join(map(str, available))})"
+        )
+    use: dict[int, Path] = {}
+    skipped: dict[str, str] = {}
+    for fold in available:
+        if folds is not None and fold not in folds:
+            continue
+        d, name = rf.fold_dir(repeat, fold), fold_name(repeat, fold)
+        if (d / "error.txt").exists():
+            skipped[name] = "failed (see its error.txt)"
+            continue
+        if not rf.is_done(repeat, fold):
+            skipped[name] = "not finished (no metrics.json: still training, interrupted or not started)"
+            continue
+        if not (outer[outer["fold"] == fold]["role"] == "test").any():
+            skipped[name] = "no test subjects to explain out-of-fold (give --checkpoint and a test cache)"
+            continue
+        ckpt = d / "best.ckpt"
+        if (d / FIT_RECORD).exists():
+            ckpt = d / str(json.loads((d / FIT_RECORD).read_text()).get("best") or "best.ckpt")
+        if not ckpt.exists():
+            skipped[name] = f"finished, but its checkpoint {ckpt.name} is gone"
+            continue
+        use[fold] = ckpt
+    return use, skipped
+
+
 def load_run_models(
     run: Path | str, *, repeat: int = 0, folds: tuple[int, ...] | None = None
 ) -> tuple[list[FoldModel], Any]:
-    """The best model of each finished outer fold of ``repeat`` (``RUN/folds/r{R}_f{F}/best.ckpt``)
-    with its test rows, and the run's prepared cache."""
+    """The best model of each finished outer fold of ``repeat`` (`finished_folds`) with its test
+    rows, and the run's prepared cache."""
     from neurocnn.data.cache import open_cache
     from neurocnn.data.splits import load_splits, split_indices
     from neurocnn.training.module import build_network
@@ -40,26 +93,22 @@ def load_run_models(
     from neurocnn.training.transfer import load_state
 
     rf = RunFolder(Path(run))
+    use, skipped = finished_folds(rf.path, repeat=repeat, folds=folds)
+    if not use:
+        why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise NeuroCNNError(
+            f"{rf.path}: no finished fold (repeat {repeat}){f' ({why})' if why else ''}; train with "
+            "`neurocnn cv`, or give --checkpoint"
+        )
     config = rf.config()
     cache = open_cache(config.cache)
     table = load_splits(rf.path / SPLITS)
-    outer = table[(table["inner"] == -1) & (table["repeat"] == repeat)]
-    if outer.empty:
-        raise NeuroCNNError(f"{rf.path}: no outer splits of repeat {repeat}")
     models: list[FoldModel] = []
-    for fold in sorted(int(f) for f in outer["fold"].unique()):
-        ckpt = rf.fold_dir(repeat, fold) / "best.ckpt"
-        if (folds is not None and fold not in folds) or not ckpt.exists():
-            continue
+    for fold, ckpt in use.items():
         net = build_network(fold_config(config, ckpt.parent), cache.shape, len(cache.classes))
         net.load_state_dict(load_state(ckpt))
         test = np.sort(split_indices(table, repeat, fold)["test"])
         models.append(FoldModel(fold_name(repeat, fold), net.eval(), test))
-    if not models:
-        raise NeuroCNNError(
-            f"{rf.path}: no finished fold with best.ckpt (repeat {repeat}); train with `neurocnn cv`, "
-            "or give --checkpoint"
-        )
     return models, cache
 
 

@@ -31,6 +31,7 @@ from neurocnn.interpret.regions import atlas_on_grid
 
 __all__ = [
     "atlas_for",
+    "check_randomisable",
     "localisation",
     "model_randomisation",
     "planted_regions",
@@ -60,6 +61,12 @@ def _parametrised(model: nn.Module) -> list[tuple[str, nn.Module]]:
         for name, m in model.named_modules()
         if hasattr(m, "reset_parameters") and _own_parameters(m)
     ]
+
+
+def check_randomisable(model: nn.Module) -> None:
+    """Refuse a model with parameters no ``reset_parameters`` reaches: its 'randomised' copy would
+    keep trained weights and the test would understate how much maps depend on them."""
+    _check_covered(model)
 
 
 def _check_covered(model: nn.Module) -> None:

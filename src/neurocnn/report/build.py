@@ -6,21 +6,21 @@ section whose inputs are absent says so instead of disappearing.
 
 from __future__ import annotations
 
-import base64
 import html
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from neurocnn import __version__
 from neurocnn.errors import NeuroCNNError
 from neurocnn.report import figures
-from neurocnn.report.collect import Interpretation, Run, read_interpretation, read_run
+from neurocnn.report.collect import Run, read_interpretation, read_run
+from neurocnn.report.sections import _agreement, _img, _maps, _p, _regions, _sanity, _table
 
 SECTIONS = {
     "summary": "Summary",
@@ -62,36 +62,53 @@ img{max-width:100%;height:auto;display:block;margin:.5rem 0}.note{color:#667;fon
 """
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
-def _table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
-    table = df.to_html(
-        index=False, border=0, float_format=lambda v: floats.format(v), na_rep="–", escape=True
-    )
-    return f"<div class='wide'>{table}</div>"
-
-
-def _p(text: str) -> str:
-    return f"<p class='note'>{html.escape(text)}</p>"
+def _fmt(value: Any, digits: int = 3) -> str:
+    """A number to ``digits`` decimals; "–" for what was not computed (None: NaN saved as null)."""
+    if value is None:
+        return "–"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if number != number else f"{number:.{digits}f}"
 
 
 def _ci(entry: dict[str, Any]) -> str:
-    value, (lo, hi) = entry["value"], entry["ci95"]
-    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+    """Value [CI]: a single fold has no SD, a tiny cohort may have no CI (null in summary.json)."""
+    ci = entry.get("ci95") or [None, None]
+    lo, hi = [*ci, None, None][:2]
+    return f"{_fmt(entry.get('value'))} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _folds(summary: dict[str, Any]) -> str:
+    done, expected = summary.get("folds_done", "?"), summary.get("folds_expected")
+    return f"{done}/{expected}" if expected is not None else str(done)
+
+
+def _fold_notes(run: Run) -> str:
+    """Failed and missing folds, said aloud: the pooled numbers cover only the finished ones."""
+    failed = list(run.summary.get("failed") or [])
+    missing = [f for f in run.summary.get("missing") or [] if f not in failed]
+    notes = []
+    if failed:
+        notes.append(f"{run.name}: failed folds (see folds/*/error.txt): {', '.join(failed)}.")
+    if missing:
+        notes.append(f"{run.name}: folds not finished: {', '.join(missing)}.")
+    if notes:
+        notes.append("Pooled metrics, ROC and confusion matrix cover the finished folds only.")
+    return "".join(_p(n) for n in notes)
 
 
 def _metrics_table(runs: Sequence[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         pooled, ms = run.summary.get("pooled", {}), run.summary.get("mean_std", {})
-        row: dict[str, Any] = {"run": run.name, "model": run.model, "folds": run.summary.get("folds_done")}
+        row: dict[str, Any] = {"run": run.name, "model": run.model, "folds": _folds(run.summary)}
         for m in HEADLINE:
             if m in pooled:
                 row[f"{m} (95% CI)"] = _ci(pooled[m])
             if m in ms:
-                row[f"{m} folds mean ± sd"] = f"{ms[m]['mean']:.3f} ± {ms[m]['std']:.3f}"
+                row[f"{m} folds mean ± sd"] = f"{_fmt(ms[m].get('mean'))} ± {_fmt(ms[m].get('std'))}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -129,95 +146,6 @@ def _kv(d: dict[str, Any]) -> str:
     return _table(pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]}))
 
 
-def _maps_background(run: Run) -> np.ndarray | None:
-    cache = Path(run.data.get("cache", ""))
-    affine = run.data.get("affine")
-    if not (cache / "data.npy").exists() or affine is None:
-        return None
-    data = np.load(cache / "data.npy", mmap_mode="r")
-    return np.asarray(data[: min(len(data), 64), 0], dtype=np.float32).mean(axis=0)
-
-
-def _maps(run: Run, interp: Interpretation) -> str:
-    background = _maps_background(run)
-    parts = []
-    for name, path in interp.group_maps.items():
-        if background is None:
-            parts.append(_p(f"{name}: background image unavailable"))
-            continue
-        parts.append(_img(figures.brain_map(path, background, name), f"group map {name}"))
-    return "".join(parts) or _p("No group maps in the interpretation folder.")
-
-
-def _regions(interp: Interpretation, top: int = 5) -> str:
-    parts = []
-    for name, table in interp.regions.items():
-        cols = [c for c in ("group", "rank", "region", "score", "mean_attribution", "fraction") if c in table]
-        best = table[table["rank"] <= top][cols] if "rank" in table else table.head(top)[cols]
-        parts.append(f"<h3>{html.escape(name)}</h3>" + _table(best))
-    return "".join(parts) or _p("No region tables.")
-
-
-def _agreement(interp: Interpretation) -> str:
-    table = interp.tables.get("agreement")
-    if table is None or table.empty:
-        return _p("Fewer than two methods were run: no agreement to show.")
-    methods = sorted(set(table["method_a"]) | set(table["method_b"]))
-    dice = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
-    for _, r in table.iterrows():
-        dice.loc[r["method_a"], r["method_b"]] = dice.loc[r["method_b"], r["method_a"]] = r["dice"]
-    return _img(
-        figures.heatmap(dice, "Dice 2|A∩B|/(|A|+|B|) of thresholded conjoined maps"), "Dice matrix"
-    ) + _table(table)
-
-
-def _sanity(interp: Interpretation) -> str:
-    parts = []
-    rnd = interp.tables.get("randomisation")
-    if rnd is not None and not rnd.empty:
-        # as in summary.json: a constant map (no ranking to share) counts as correlation 0
-        agg = (
-            rnd.assign(rho=rnd["spearman"].fillna(0.0), constant=rnd["spearman"].isna())
-            .groupby(["method", "randomised"])
-            .agg(
-                median=("rho", "median"),
-                max=("rho", "max"),
-                subjects=("rho", "size"),
-                constant_maps=("constant", "sum"),
-            )
-            .reset_index()
-        )
-        parts.append(
-            "<h3>Model randomisation (Adebayo et al. 2018)</h3>"
-            + _p(
-                "Spearman correlation between maps of the trained model and of the same "
-                "model with randomised weights; low values mean the maps depend on what "
-                "the model learned. A randomised model whose map is constant (e.g. all zero "
-                "after Grad-CAM's ReLU) shares no ranking with the trained map: it counts as 0."
-            )
-            + _table(agg)
-        )
-    truth = interp.tables.get("ground_truth")
-    if truth is not None and not truth.empty:
-        parts.append(
-            "<h3>Ground-truth localisation (synthetic cohort)</h3>"
-            + _p(
-                "Share of attribution mass inside each planted region against the "
-                "region's share of the brain (enrichment = mass / volume)."
-            )
-            + _table(truth)
-        )
-    masked = interp.tables.get("masked_eval")
-    if masked is not None and not masked.empty:
-        agg = masked.groupby("mask")[["accuracy", "balanced_accuracy"]].mean().reset_index()
-        parts.append(
-            "<h3>Masked re-evaluation (S3)</h3>"
-            + _p("Each fold model on its test inputs multiplied by each group map (mean over folds).")
-            + _table(agg)
-        )
-    return "".join(parts) or _p("No sanity checks were run (`neurocnn interpret --randomisation`).")
-
-
 def _comparison(runs: Sequence[Run]) -> str:
     if len(runs) < 2:
         return _p("Only one run was given: pass baseline runs too (`neurocnn report RUN BASELINE...`).")
@@ -236,6 +164,31 @@ def _comparison(runs: Sequence[Run]) -> str:
     return "<h3>Runs</h3>" + _table(result.runs) + "<h3>Pairs</h3>" + _table(result.pairs) + notes
 
 
+def _roc(loaded: Sequence[Run], classes: list[str]) -> str:
+    """ROC of the main run's folds and pooled predictions, and of each comparable other run."""
+    if len(classes) != 2:
+        return _p("ROC curves are drawn for two classes.")
+    main, notes, drawn = loaded[0], [], []
+    if main.predictions.empty:
+        return _p(NO_PREDICTIONS.format(name=main.name))
+    for run in loaded:
+        if run.classes != classes:
+            notes.append(
+                f"{run.name} not drawn: its classes {run.classes} differ from {main.name}'s {classes}."
+            )
+        elif run.predictions.empty:
+            notes.append(f"{run.name} not drawn: it has no pooled test predictions.")
+        else:
+            drawn.append((run.name, run.predictions))
+    return _img(figures.roc(drawn, classes), "ROC curves") + "".join(_p(n) for n in notes)
+
+
+NO_PREDICTIONS = (
+    "{name} has no pooled test predictions (e.g. the independent scheme, whose test cohort is "
+    "evaluated with `neurocnn evaluate`): nothing to draw."
+)
+
+
 def build_report(
     runs: Sequence[Path | str],
     out: Path | str,
@@ -245,17 +198,23 @@ def build_report(
 ) -> Path:
     """Write the HTML report of ``runs`` (the first is the main run) to ``out``.
 
-    The interpretation folder defaults to ``RUN/interpret`` of the first run when it exists.
+    The interpretation folder defaults to ``RUN/interpret`` of the first run when it exists; an
+    ``interpretation`` given must exist.
     """
     if not runs:
         raise NeuroCNNError("give at least one run folder")
+    out = Path(out)
+    _check_out(out)
     loaded = [read_run(r) for r in runs]
     names = Counter(run.name for run in loaded)
     for run in loaded:  # same folder names under different parents: say which parent
         if names[run.name] > 1:
             run.name = f"{run.path.parent.name}/{run.path.name}"
     main = loaded[0]
-    interp = read_interpretation(interpretation or main.path / "interpret")
+    if interpretation is not None:
+        interp = read_interpretation(interpretation, explicit=True)
+    else:
+        interp = read_interpretation(main.path / "interpret")
     classes = main.classes
     body: dict[str, str] = {}
     pooled = main.summary.get("pooled", {})
@@ -265,10 +224,14 @@ def build_report(
         if main.summary.get("permuted_labels")
         else ""
     )
-    body["summary"] = f"<p class='big'>{html.escape(main.name)}: {html.escape(headline)}</p>" + _p(
-        f"{main.summary.get('n_subjects', '?')} subjects, "
-        f"{main.summary.get('folds_done', '?')} folds{perm}; 95% CIs by bootstrap "
-        "over participants of the pooled out-of-fold predictions."
+    body["summary"] = (
+        f"<p class='big'>{html.escape(main.name)}: {html.escape(headline or 'no pooled metrics')}</p>"
+        + _p(
+            f"{main.summary.get('n_subjects', '?')} subjects, "
+            f"{_folds(main.summary)} folds finished{perm}; 95% CIs by bootstrap "
+            "over participants of the pooled out-of-fold predictions."
+        )
+        + _fold_notes(main)
     )
     body["cohort"] = _cohort(main)
     body["preparation"] = (
@@ -284,23 +247,25 @@ def build_report(
     per_fold = pd.DataFrame(main.summary.get("per_fold", []))
     body["metrics"] = (
         _table(_metrics_table(loaded))
+        + "".join(_fold_notes(r) for r in loaded)
         + "<h3>Per fold</h3>"
         + (_table(per_fold) if not per_fold.empty else _p("no per-fold metrics"))
     )
-    body["roc"] = (
-        _img(figures.roc([(r.name, r.predictions) for r in loaded], classes), "ROC curves")
-        if len(classes) == 2
-        else _p("ROC curves are drawn for two classes.")
-    )
+    body["roc"] = _roc(loaded, classes)
     body["learning"] = (
         _img(figures.learning_curves(main.histories), "learning curves")
         if main.histories
-        else _p("No per-epoch history (a baseline run).")
+        else _p("No per-epoch history of a finished fold (a baseline run, or no fold finished).")
     )
-    body["confusion"] = _img(figures.confusion(main.predictions, classes), "confusion matrix")
+    body["confusion"] = (
+        _p(NO_PREDICTIONS.format(name=main.name))
+        if main.predictions.empty
+        else _img(figures.confusion(main.predictions, classes), "confusion matrix")
+    )
     body["comparison"] = _comparison(loaded)
     missing = _p("No interpretation folder: run `neurocnn interpret RUN` first.")
-    body["maps"] = _maps(main, interp) if interp else missing
+    source = _p(f"Interpretation {interp.path}: {interp.source}.") if interp else ""
+    body["maps"] = source + _maps(main, interp) if interp else missing
     body["regions"] = _regions(interp) if interp else missing
     body["agreement"] = _agreement(interp) if interp else missing
     body["sanity"] = _sanity(interp) if interp else missing
@@ -316,11 +281,22 @@ def build_report(
         f"{time.strftime('%Y-%m-%d %H:%M')}</div></header><nav>{nav}</nav><main>{sections}</main>"
         f"<script>{BROKEN_IMAGES_JS}</script></body></html>"
     )
-    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a hidden name of this process beside the report: never a file of the user's
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that is a folder, or a file that is not an earlier report."""
+    if out.is_dir():
+        raise NeuroCNNError(
+            f"--out {out} is a folder; give the report's file name, e.g. {out / 'report.html'}"
+        )
     if out.exists() and GENERATOR not in out.read_text(errors="replace")[:2000]:
         raise NeuroCNNError(f"{out} exists and is not a neurocnn report; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    return out
