@@ -5,8 +5,9 @@
     RUN/
       config.yaml          resolved configuration (yaml.safe_dump)
       data.json            the training cohort: cache path, preparation parameters, classes,
-                           modalities, array shape, participants and input-file hashes (for
-                           `predict`'s leakage check and for preparing new scans the same way)
+                           modalities, array shape, voxel size, whether brain masks were used,
+                           participants and input-file hashes (for `predict`'s leakage check and
+                           for preparing new scans the same way)
       splits.tsv           the split table (neurocnn.data.splits.save_splits)
       environment.json     versions, git commit, hardware, command line
       folds/r{R}_f{F}/     best.ckpt, last.ckpt, history.csv, predictions.csv, metrics.json
