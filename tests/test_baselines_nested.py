@@ -158,13 +158,9 @@ def test_platt_calibration_keeps_each_participants_sessions_together():
         assert len(fit) + len(held_out) == len(result.train)
 
 
-def test_roc_auc_selection_works_with_three_classes():
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
+def three_classes(n: int = 60, effect: float = 1.0) -> tuple[np.ndarray, pd.DataFrame]:
+    """Five features, the first shifted by ``effect`` × the class (0, 1, 2)."""
     rng = np.random.default_rng(0)
-    n = 60
     manifest = pd.DataFrame(
         {
             "index": np.arange(n),
@@ -174,8 +170,41 @@ def test_roc_auc_selection_works_with_three_classes():
         }
     )
     X = rng.normal(size=(n, 5))
-    X[:, 0] += manifest["label_index"]
+    X[:, 0] += effect * manifest["label_index"]
+    return X, manifest
+
+
+def test_roc_auc_selection_works_with_three_classes():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, manifest = three_classes()
     table = S.kfold(manifest, 3, seed=0)
     est = Pipeline([("s", StandardScaler()), ("clf", LogisticRegression(max_iter=1000))])
     for result in nested_cv(X, manifest, table, est, {"clf__C": [1e-4, 1e-2, 1, 100]}, scoring="roc_auc"):
         assert np.isfinite(result.search["mean_score"]).all() and np.isfinite(result.best_score)
+
+
+def test_roc_auc_selection_of_an_svm_works_with_three_classes():
+    """An SVC has no predict_proba, so scikit-learn's one-vs-rest AUC scored every grid point NaN;
+    the AUC comes from its decision function then (and equals scikit-learn's with probabilities)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import get_scorer
+
+    from neurocnn.baselines.estimators import svm_pipeline
+
+    X, manifest = three_classes(effect=2.0)
+    table = S.kfold(manifest, 3, seed=0)
+    grid = {"clf__C": [0.1, 10.0]}
+    for result in nested_cv(X, manifest, table, svm_pipeline(), grid, scoring="roc_auc", inner_folds=3):
+        assert np.isfinite(result.search["mean_score"]).all() and result.best_score > 0.65
+    from neurocnn.baselines.nested import ovr_auc
+
+    y = manifest["label_index"].to_numpy()
+    lr = LogisticRegression(max_iter=1000).fit(X[:40], y[:40])
+    assert ovr_auc(lr, X[40:], y[40:]) == pytest.approx(get_scorer("roc_auc_ovr")(lr, X[40:], y[40:]))
+    binary = svm_pipeline().fit(X[:40], y[:40] > 0)
+    assert ovr_auc(binary, X[40:], y[40:] > 0) == pytest.approx(
+        get_scorer("roc_auc")(binary, X[40:], y[40:] > 0)
+    )

@@ -261,3 +261,28 @@ def test_feature_names_from_a_label_table_stay_unique(tmp_path):
     X, columns, _ = table_features(manifest, tmp_path / "v.csv", names=names)
     assert columns == ["Frontal_WM_L [82]", "Frontal_WM_L [417]", "TotalBrain"]
     assert X.shape == (6, 3) and (X[:, 1] == 2).all()
+
+
+def test_mask_none_keeps_only_voxels_seen_in_training_subjects(tmp_path):
+    """With --mask none the voxel SVM must not keep a voxel that is non-zero only in test subjects
+    (its mask is learnt inside each fold, as the `auto` one is)."""
+    import joblib
+
+    from neurocnn.baselines import run_svm, voxel_features
+
+    path = write_cache(tmp_path / "cache", n=30, shape=(4, 4, 4), effect=2.0)
+    data = np.load(path / "data.npy")
+    data[:, 0, 3, 3, 3] = 0.0
+    data[7, 0, 3, 3, 3] = 5.0  # non-zero in subject 7 only
+    np.save(path / "data.npy", data)
+    cache = open_cache(path)
+    _, positions = voxel_features(cache)
+    column = int(np.flatnonzero(positions == np.ravel_multi_index((0, 3, 3, 3), (1, 4, 4, 4)))[0])
+    options = CVOptions(folds=3, inner_folds=2, grid=("C=1", "gamma=1"), n_boot=20, progress=False)
+    run_svm(cache, tmp_path / "svm", options, mask="none")
+    table = S.load_splits(tmp_path / "svm" / "splits.tsv")
+    for fold in range(3):
+        test = S.split_indices(table, 0, fold)["test"]
+        support = joblib.load(tmp_path / "svm" / "folds" / f"r0_f{fold}" / "model.joblib")[0].support_
+        assert support[column] == (7 not in test)
+        assert support.sum() == len(positions) - (7 in test)

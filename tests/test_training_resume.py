@@ -156,3 +156,29 @@ def test_a_fold_killed_after_early_stopping_resumes_without_training_more(tmp_pa
     for key in ("epochs_run", "early_stopping_epoch", "best_epoch"):
         assert resumed[key] == straight[key], key
     assert len(a) == len(b)
+
+
+def test_a_finished_training_is_recognised_after_the_cache_moved(tmp_path):
+    """fit.json marks a fold whose training ended; a moved cache (a supported case) must not make a
+    resumed fold train again from last.ckpt. Records written with the cache path in the digest
+    (before) are still recognised."""
+    import hashlib
+
+    from neurocnn.training import parse_config
+    from neurocnn.training.checkpoints import FIT_RECORD, config_digest, fit_record
+    from neurocnn.training.runfolder import write_json
+    from training_fixtures import tiny_config
+
+    config = parse_config(tiny_config(tmp_path / "cache"))
+    fold = tmp_path / "fold"
+    fold.mkdir()
+    (fold / "best.ckpt").write_bytes(b"")
+    record = {"best": "best.ckpt", "epochs_run": 2, "stopped": None, "config": config_digest(config)}
+    write_json(fold / FIT_RECORD, record)
+    moved = config.with_overrides({"cache": str(tmp_path / "elsewhere")})
+    assert fit_record(fold, moved) == record
+    assert fit_record(fold, config.with_overrides({"train.max_epochs": 5})) is None
+    old = {**record, "config": hashlib.sha256(config.model_dump_json().encode()).hexdigest()}
+    write_json(fold / FIT_RECORD, old)
+    assert fit_record(fold, config) == old
+    assert fit_record(fold, config.with_overrides({"train.max_epochs": 5})) is None

@@ -112,3 +112,45 @@ def test_refuses_another_architecture_and_ambiguous_sources(source, tmp_path):
     )
     with pytest.raises(NeuroCNNError, match="name one checkpoint"):
         run_cv(target_config(target, cv_run), tmp_path / "z", progress=False)
+
+
+def test_a_source_trained_on_the_target_cohort_is_refused(source, tmp_path):
+    """S4-style transfer pre-trains on another cohort: a source run whose training subjects are in
+    the target cohort has seen the target's test subjects, and is refused before training."""
+    source_run, _ = source
+    # the source's own cohort again (its participants and image files)
+    same = write_cache(tmp_path / "same", 24, effect=3.0, prefix="src-")
+    for src in (source_run, source_run / "folds/r0_f0/best.ckpt"):
+        out = tmp_path / f"out_{src.name}"
+        with pytest.raises(
+            NeuroCNNError, match=r"trained on image files of 24 subject\(s\) of the target.*src-000"
+        ):
+            run_cv(target_config(same, src), out, progress=False)
+        assert not out.exists()
+
+
+def test_a_bare_checkpoint_source_warns_that_the_overlap_cannot_be_checked(source, tmp_path):
+    from neurocnn.training.transfer import check_source_cohort
+
+    source_run, target = source
+    bare = tmp_path / "bare.ckpt"
+    bare.write_bytes((source_run / "folds/r0_f0/best.ckpt").read_bytes())
+    with pytest.warns(UserWarning, match="cannot be checked"):
+        check_source_cohort(target_config(target, bare), open_cache(target))
+    check_source_cohort(target_config(target, source_run), open_cache(target))  # another cohort: fine
+
+
+def test_shared_participant_ids_with_other_files_only_warn(source, tmp_path):
+    """Two BIDS cohorts both have a sub-01: same ids, other image files, is not proof of overlap."""
+    import json
+
+    from neurocnn.training.transfer import check_source_cohort
+
+    source_run, _ = source
+    other = write_cache(tmp_path / "other", 24, effect=3.0, prefix="src-")
+    info = json.loads((other / "cache.json").read_text())
+    for record in info["inputs"].values():
+        record["sha256"] = "another-" + record["sha256"]
+    (other / "cache.json").write_text(json.dumps(info))
+    with pytest.warns(UserWarning, match=r"24 participant id\(s\) that the target cohort .* also has"):
+        check_source_cohort(target_config(other, source_run), open_cache(other))

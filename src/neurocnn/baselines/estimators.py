@@ -82,7 +82,7 @@ class VoxelMask(TransformerMixin, BaseEstimator):
         Boolean (n_features,) mask to apply as given; None: learn it from the training data.
     min_fraction
         With ``mask=None``, keep the voxels that are non-zero in at least this share of the
-        training subjects.
+        training subjects; 0 keeps those non-zero in at least one training subject.
     """
 
     def __init__(self, mask: np.ndarray | None = None, min_fraction: float = 0.5) -> None:
@@ -99,7 +99,8 @@ class VoxelMask(TransformerMixin, BaseEstimator):
                     "on the prepared grid (it is resampled through its affine when read from a file)"
                 )
         else:
-            keep = (X != 0).mean(axis=0) >= self.min_fraction
+            share = (X != 0).mean(axis=0)
+            keep = share > 0 if self.min_fraction <= 0 else share >= self.min_fraction
         if not keep.any():
             raise NeuroCNNError(
                 "the brain mask keeps no voxel; lower --mask-fraction or give a mask that overlaps the data"

@@ -177,9 +177,9 @@ def nested_cv(
         search = GridSearchCV(
             clone(estimator),
             param_grid,
-            # scikit-learn's "roc_auc" scorer fails on 3+ classes (every grid point NaN, the first
-            # one chosen): one-vs-rest there
-            scoring="roc_auc_ovr" if scoring == "roc_auc" and n_classes > 2 else scoring,
+            # scikit-learn's "roc_auc" fails on 3+ classes and its "roc_auc_ovr" needs predict_proba,
+            # which an SVC lacks (every grid point NaN): one-vs-rest from the decision values there
+            scoring=ovr_auc if scoring == "roc_auc" and n_classes > 2 else scoring,
             cv=cv,
             refit=False,
             n_jobs=n_jobs,
@@ -225,6 +225,28 @@ def nested_cv(
             inner_source=source,
             seconds=round(time.perf_counter() - start, 2),
         )
+
+
+def ovr_auc(estimator: Any, X: np.ndarray, y: np.ndarray) -> float:
+    """Macro one-vs-rest ROC AUC of a fitted classifier, a `GridSearchCV` scorer: from its
+    probabilities, or from its decision function's columns when it has no ``predict_proba`` (an
+    SVC without Platt scaling). Only the order of each class's scores matters, so both give the AUC
+    of the classifier's own ranking; a class absent from ``y`` makes the score an error (NaN).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    classes = np.asarray(estimator.classes_)
+    if hasattr(estimator, "predict_proba"):
+        scores = np.asarray(estimator.predict_proba(X), dtype=np.float64)
+    else:
+        scores = np.asarray(estimator.decision_function(X), dtype=np.float64)
+    y = np.asarray(y)
+    if scores.ndim == 1 or len(classes) == 2:  # binary: the decision function as is
+        positive = scores if scores.ndim == 1 else scores[:, -1]
+        return float(roc_auc_score(y == classes[-1], positive))
+    if scores.shape[1] != len(classes):
+        raise ValueError(f"{scores.shape[1]} score columns for {len(classes)} classes")
+    return float(np.mean([roc_auc_score(y == c, scores[:, k]) for k, c in enumerate(classes)]))
 
 
 def _take(X: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -49,13 +49,14 @@ def run_svm(
 
     ``mask``: ``"auto"`` keeps voxels non-zero in ≥ ``mask_fraction`` of each training set's
     subjects, a NIfTI path gives a brain mask (resampled onto the grid), ``None``/``"none"`` keeps
-    every voxel that is non-zero in any subject.
+    every voxel that is non-zero in any training subject of each fit.
     """
     options = options or CVOptions()
     cohort = open_cohort(cache, options)
     X, positions = voxel_features(cohort, modalities=modalities)
     if mask in (None, "none"):
-        step, described = None, "none"
+        # the voxels non-zero in a training subject: one non-zero only in test subjects is left out
+        step, described = E.VoxelMask(min_fraction=0.0), "none"
     elif str(mask) == "auto":
         if not 0 < mask_fraction <= 1:
             raise NeuroCNNError(f"--mask-fraction {mask_fraction} must be in (0, 1]")

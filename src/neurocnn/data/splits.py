@@ -171,14 +171,18 @@ def independent(manifest: pd.DataFrame, *, val_fraction: float = 0.1, seed: int 
 
 
 def subsample(splits: pd.DataFrame, fraction: float, *, seed: int = 0) -> pd.DataFrame:
-    """Keep a stratified random ``fraction`` of each split's training participants (S2's 20%).
+    """Keep a stratified random ``fraction`` of each outer split's training participants (S2's 20%).
 
     Validation and test subjects are untouched, so results stay comparable with the full set.
+    Nested inner splits keep only the subjects of their outer training fold that remain (kept
+    training and validation participants), so a search chooses on the data its outer model trains
+    on; their training sets are not thinned again.
     """
     if not 0 < fraction <= 1:
         raise NeuroCNNError(f"subset fraction {fraction} must be in (0, 1]")
-    kept = []
-    for key, group in splits.groupby(["repeat", "fold", "inner"], sort=False):
+    kept, remaining = [], {}
+    outer = splits[splits["inner"] == -1]
+    for (r, f), group in outer.groupby(["repeat", "fold"], sort=False):
         train = group[group["role"] == "train"]
         people = train.drop_duplicates("participant_id")
         n = max(people["label_index"].nunique(), round(fraction * len(people)))
@@ -187,12 +191,41 @@ def subsample(splits: pd.DataFrame, fraction: float, *, seed: int = 0) -> pd.Dat
                 people["participant_id"].to_numpy(),
                 train_size=n,
                 stratify=people["label_index"].to_numpy(),
-                random_state=seed + 9973 * key[0] + 97 * key[1] + key[2] + 1,
+                random_state=seed + 9973 * r + 97 * f,
             )
         else:
             chosen = people["participant_id"].to_numpy()
-        kept.append(group[(group["role"] != "train") | group["participant_id"].isin(chosen)])
+        group = group[(group["role"] != "train") | group["participant_id"].isin(chosen)]
+        kept.append(group)
+        remaining[(r, f)] = set(group.loc[group["role"] != "test", "participant_id"])
+    for (r, f, i), group in splits[splits["inner"] >= 0].groupby(["repeat", "fold", "inner"], sort=False):
+        group = group[group["participant_id"].isin(remaining.get((r, f), set()))]
+        short = [role for role in ("train", "test") if not (group["role"] == role).any()]
+        if short:
+            raise NeuroCNNError(
+                f"subset {fraction:g} leaves inner split {i} of repeat {r} fold {f} without "
+                f"{' and '.join(short)} subjects; use a larger --subset or fewer --nested folds"
+            )
+        kept.append(group)
     return _finish(pd.concat(kept, ignore_index=True))
+
+
+def check_nested(splits: pd.DataFrame) -> None:
+    """Refuse inner splits that use subjects outside their outer training fold (train and
+    validation): a search on them would choose with the outer test fold, or with subjects its outer
+    model never trains on."""
+    outer = splits[splits["inner"] == -1]
+    fit = {
+        key: set(g.loc[g["role"] != "test", "index"])
+        for key, g in outer.groupby(["repeat", "fold"], sort=True)
+    }
+    for (r, f, i), group in splits[splits["inner"] >= 0].groupby(["repeat", "fold", "inner"], sort=True):
+        outside = sorted(set(group["index"]) - fit.get((r, f), set()))
+        if outside:
+            raise NeuroCNNError(
+                f"split r{r}_f{f}: inner split {i} uses {len(outside)} subject(s) outside the outer "
+                f"training fold (indices {outside[:5]}); the split table is inconsistent, make it again"
+            )
 
 
 def check_no_leakage(splits: pd.DataFrame) -> None:

@@ -57,6 +57,13 @@ FIT_RECORD = "fit.json"  # written when training ends: the best checkpoint, epoc
 
 
 def config_digest(config: ExperimentConfig) -> str:
+    """What the fit record's ``config`` names: the configuration without the cache path (a moved
+    cache is the same training, `open_run` accepts it)."""
+    return hashlib.sha256(config.model_dump_json(exclude={"cache"}).encode()).hexdigest()
+
+
+def _digest_with_cache(config: ExperimentConfig) -> str:
+    """The digest of records written before the cache path was left out."""
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
 
 
@@ -67,6 +74,8 @@ def fit_record(fold_dir: Path, config: ExperimentConfig) -> dict[str, Any] | Non
         record = json.loads((fold_dir / FIT_RECORD).read_text())
     except (OSError, ValueError):
         return None
-    if record.get("config") != config_digest(config) or not (fold_dir / str(record.get("best", ""))).exists():
+    if not isinstance(record, dict) or not (fold_dir / str(record.get("best", ""))).exists():
         return None
-    return record  # type: ignore[no-any-return]
+    if record.get("config") not in (config_digest(config), _digest_with_cache(config)):
+        return None
+    return record

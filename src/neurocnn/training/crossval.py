@@ -12,7 +12,7 @@
   without signal, whose balanced accuracy must come out at chance.
 - Nested CV: with a search grid, each outer fold picks the candidate with the best mean balanced
   accuracy over its inner folds (the outer test fold is never looked at), then trains on the outer
-  training set with it.
+  training set with it (`neurocnn.training.search`; one process only).
 - DDP: under Lightning's launcher (or torchrun/SLURM) every process runs this driver; only rank 0
   touches the run folder.
 """
@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import shutil
 import time
@@ -43,7 +42,6 @@ from neurocnn.training.module import resolve_modalities
 from neurocnn.training.runfolder import (
     DATA,
     ENVIRONMENT,
-    SEARCH,
     SPLITS,
     RunFolder,
     check_same_data,
@@ -54,7 +52,9 @@ from neurocnn.training.runfolder import (
     write_text,
 )
 from neurocnn.training.sampling import sample_seed
+from neurocnn.training.search import check_search, search_fold
 from neurocnn.training.trainer import check_mlflow_uri, deterministic_mode
+from neurocnn.training.transfer import check_source_cohort
 
 
 @dataclass
@@ -104,6 +104,8 @@ def make_splits(config: ExperimentConfig, manifest: pd.DataFrame) -> pd.DataFram
         table = S.subsample(table, s.subset, seed=config.seed)
     if config.search and not (table["inner"] >= 0).any():
         raise NeuroCNNError("a hyper-parameter search needs nested splits (--nested K)")
+    if config.search:
+        S.check_nested(table)  # inner splits within the outer training folds, checked before training
     return table
 
 
@@ -175,9 +177,11 @@ def run_cv(
         with the same configuration.
     """
     out = Path(out)
+    check_search(config)  # before anything is written or trained
     cache = open_cache(config.cache)
     config = resolve(config, cache)
     make_network(config, cache)  # a user error (model, shape, transfer source) stops here, not per fold
+    check_source_cohort(config, cache)  # a transfer source must not have seen the target's subjects
     if config.logging.mlflow:
         check_mlflow_uri(config.logging.mlflow)
     if config.permute_labels:
@@ -233,7 +237,9 @@ def run_cv(
         try:
             (fold_dir / "error.txt").unlink(missing_ok=True)  # a retried fold is not failed while it runs
             if config.search:
-                fold_config = _search(config, cache, table, r, f, fold_dir, resume=resume, progress=progress)
+                fold_config = search_fold(
+                    config, cache, table, r, f, fold_dir, resume=resume, progress=progress
+                )
             plan_rf = FoldPlan(r, f, ids["train"], ids["val"], ids["test"])
             metrics = fit_fold(
                 fold_config, cache, plan_rf, fold_dir, run_dir=run.path, resume=resume, progress=progress
@@ -278,69 +284,6 @@ def _plan(
         else:
             plan.append(rf)
     return plan, skipped
-
-
-def _search(
-    config: ExperimentConfig,
-    cache: PreparedCohort,
-    table: pd.DataFrame,
-    repeat: int,
-    fold: int,
-    fold_dir: Path,
-    *,
-    resume: bool,
-    progress: bool,
-) -> ExperimentConfig:
-    """Pick hyper-parameters on the inner folds of one outer training set (nested CV)."""
-    keys = list(config.search)
-    candidates = [
-        dict(zip(keys, values, strict=True)) for values in itertools.product(*config.search.values())
-    ]
-    inner_ids = sorted(
-        int(i)
-        for i in table.loc[(table["repeat"] == repeat) & (table["fold"] == fold), "inner"].unique()
-        if i >= 0
-    )
-    scores = []
-    for j, overrides in enumerate(candidates):
-        candidate = config.with_overrides({**overrides}).model_copy(update={"search": {}})
-        values = []
-        for i in inner_ids:
-            ids = S.split_indices(table, repeat, fold, inner=i)
-            d = fold_dir / "search" / f"c{j}_i{i}"
-            done = d / "metrics.json"
-            if done.exists():
-                import json
-
-                m = json.loads(done.read_text())
-            else:
-                plan = FoldPlan(
-                    repeat,
-                    fold,
-                    ids["train"],
-                    ids["val"],
-                    ids["test"],
-                    inner=i,
-                    tag=f"{fold_name(repeat, fold)}_c{j}_i{i}",
-                )
-                m = fit_fold(candidate, cache, plan, d, resume=resume, progress=progress) or {}
-                for ckpt in d.glob("*.ckpt"):
-                    ckpt.unlink()  # inner models are only scored, never reused
-            values.append(m.get("test", {}).get("balanced_accuracy", np.nan))
-        scores.append(float(np.nanmean(values)) if np.isfinite(values).any() else float("nan"))
-    best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
-    write_json(
-        fold_dir / SEARCH,
-        {
-            "candidates": candidates,
-            "inner_balanced_accuracy": scores,
-            "chosen": candidates[best],
-            "criterion": "mean balanced accuracy over the inner test folds of the outer training set",
-        },
-    )
-    for d in (fold_dir / "search").glob("*/logs"):
-        shutil.rmtree(d, ignore_errors=True)
-    return config.with_overrides(candidates[best]).model_copy(update={"search": {}})
 
 
 class _FoldBar:

@@ -5,18 +5,27 @@ checkpoint path) or a checkpoint file. Everything but the classification layer i
 is replaced by a fresh one for the target's classes (`NeuroNet.reset_head`), and its parameter names
 are returned so that the optimiser can train it at the full learning rate and the backbone at a
 fraction of it, or freeze the backbone.
+
+The source must have been trained on another cohort: a source run trained on image files of the
+target cohort is refused, since its backbone has already seen the target's test subjects; shared
+participant ids alone (other files) give a warning (`check_source_cohort`).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from neurocnn.errors import NeuroCNNError
 from neurocnn.training.config import ExperimentConfig, load_config
+
+if TYPE_CHECKING:
+    from neurocnn.data.cache import PreparedCohort
 
 
 def replace_head(net: nn.Module, num_classes: int) -> list[str]:
@@ -118,3 +127,45 @@ def load_backbone(
         for n, p in net.named_parameters():
             p.requires_grad_(n in heads)
     return heads
+
+
+def check_source_cohort(config: ExperimentConfig, cache: PreparedCohort) -> None:
+    """Refuse a transfer source trained on subjects of the target cohort ``cache``.
+
+    The source run's data.json lists its training participants and the sha256 of its image files;
+    a file of the target cohort among them means its backbone has seen subjects that the target's
+    folds test on (refused); a shared participant id with other files may be a coincidence of
+    naming (a warning). A checkpoint outside a run folder records neither: the overlap cannot be checked, and
+    a warning says so.
+    """
+    if not config.transfer.source:
+        return
+    ckpt, run = source_checkpoint(config.transfer.source)
+    if run is None or not (run / "data.json").exists():
+        warnings.warn(
+            f"transfer source {ckpt} is not in a run folder with a data.json: whether it was trained "
+            "on subjects of the target cohort cannot be checked; pre-train on a different cohort",
+            UserWarning,
+            stacklevel=2,
+        )
+        return
+    from neurocnn.evaluation.predict import cache_leakage  # evaluation reads the run folder layout
+    from neurocnn.training.runfolder import RunFolder
+
+    problems = cache_leakage(RunFolder(run), cache)
+    same_files = [p for p in problems if not p.startswith("participant ")]
+    if same_files:
+        pids = list(dict.fromkeys(p.split(":", 1)[0] for p in same_files))
+        raise NeuroCNNError(
+            f"transfer source {run} was trained on image files of {len(pids)} subject(s) of the target "
+            f"cohort {cache.path} ({', '.join(pids[:5])}{', …' if len(pids) > 5 else ''}); pre-train "
+            "the source on a different cohort"
+        )
+    if problems:  # ids alone: BIDS cohorts share ids like sub-01 without sharing anyone
+        warnings.warn(
+            f"transfer source {run} was trained on {len(problems)} participant id(s) that the target "
+            f"cohort {cache.path} also has (e.g. {problems[0].split()[1]}), with other image files; "
+            "if they are the same people, the source has seen the target's test subjects",
+            UserWarning,
+            stacklevel=2,
+        )
