@@ -286,3 +286,19 @@ def test_mask_none_keeps_only_voxels_seen_in_training_subjects(tmp_path):
         support = joblib.load(tmp_path / "svm" / "folds" / f"r0_f{fold}" / "model.joblib")[0].support_
         assert support[column] == (7 not in test)
         assert support.sum() == len(positions) - (7 in test)
+
+
+def test_inner_folds_are_honoured_or_refused_never_lowered(tmp_path, capsys):
+    """--inner 8 on training folds with 5 participants per class ran 5 inner folds while config.yaml
+    said 8."""
+    cache = write_cache(tmp_path / "cache", n=12, shape=(6, 6, 6))
+    out = tmp_path / "svm"
+    argv = ["baseline", "svm", str(cache), "--out", str(out), "--folds", "2", "--grid", "C=1", "--quiet"]
+    assert cli([*argv, "--inner", "4", "--bootstrap", "20"]) == 2
+    said = capsys.readouterr().out
+    assert "inner folds = 4 (--inner): the training fold r0_f0 has only 3 participant(s) of class" in said
+    assert "give --inner 3 or fewer" in said and not out.exists()
+    assert cli([*argv, "--inner", "3", "--bootstrap", "20"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["selection"]["inner_folds"] == 3
+    metrics = json.loads((out / "folds" / "r0_f0" / "metrics.json").read_text())
+    assert "k=3" in json.dumps(metrics)

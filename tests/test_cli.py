@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from neurocnn.cli import COMMANDS, build_parser, main
+from neurocnn.errors import NeuroCNNError
 
 
 def test_help_lists_every_command(capsys):
@@ -97,3 +98,67 @@ def test_bad_numbers_in_arguments_are_one_line_errors(make_cohort, tmp_path, cap
     assert main(["splits", str(out), "--holdout", "1,0,0", "--out", str(splits)]) == 2
     assert "test fractions must be above 0" in capsys.readouterr().err
     assert not splits.exists()
+
+
+def test_prepare_refuses_to_replace_a_cache_of_other_settings_unless_told(make_cohort, tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    table = make_cohort(4, modalities=("gm",), mask=False)
+    out = tmp_path / "cache"
+    prep = ["prepare", str(table), "--images", "gm", "--label", "diagnosis", "--out", str(out), "--jobs", "1"]
+    assert main(prep) == 0
+    capsys.readouterr()
+    before = (out / "cache.json").read_text()
+    assert main([*prep, "--normalise", "minmax"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "normalise 'zscore' there, 'minmax' now" in err and "--overwrite" in err
+    assert (out / "cache.json").read_text() == before
+    assert main(prep) == 0 and "up to date" in capsys.readouterr().out
+    # an updated scan of the same table is prepared again, and said
+    scan = table.parent / "gm/sub-002_gm.nii.gz"
+    img = nib.load(str(scan))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * 2, img.affine), str(scan))
+    assert main(prep) == 0
+    captured = capsys.readouterr()
+    assert "prepared 4 subject(s)" in captured.out and f"1 input file(s) changed since {out}" in captured.err
+    assert main([*prep, "--normalise", "minmax", "--overwrite"]) == 0
+    assert '"minmax"' in (out / "cache.json").read_text()
+
+
+def test_help_shows_defaults_and_bad_settings_name_the_option(tmp_path, capsys):
+    from neurocnn.commands import cv
+
+    with pytest.raises(SystemExit):
+        main(["cohort", "--help"])
+    assert "(default t1" in capsys.readouterr().out
+    parser = argparse.ArgumentParser()
+    cv.register(parser.add_subparsers())
+    for argv, said in [
+        (["--folds", "1"], "--folds must be at least 2, got 1"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    ]:
+        args = parser.parse_args(["cv", str(tmp_path), "--model", "mrinet", "--out", str(tmp_path), *argv])
+        with pytest.raises(NeuroCNNError) as info:
+            cv.build_config(args)
+        assert str(info.value) == said
+    # a bad value of a --config file is still named by its field
+    config = tmp_path / "c.yaml"
+    config.write_text(f"cache: {tmp_path}\nmodel: {{name: mrinet}}\nsplits: {{folds: 1}}\n")
+    args = parser.parse_args(["cv", "--config", str(config), "--out", str(tmp_path)])
+    with pytest.raises(NeuroCNNError, match="splits.folds"):
+        cv.build_config(args)
+    assert main(["synth", str(tmp_path / "syn"), "--subjects", "1"]) == 2
+    assert capsys.readouterr().err == "neurocnn synth: error: --subjects must be at least 4, got 1\n"
+    assert not (tmp_path / "syn").exists()
+
+
+def test_a_continuous_label_column_is_questioned(make_cohort, capsys):
+    table = make_cohort(12, modalities=("gm",), mask=False)
+    assert main(["cohort", str(table), "--images", "gm", "--label", "age"]) == 0
+    err = capsys.readouterr().err
+    assert "label 'age' has 12 classes (numbers, e.g. 40, 41, 42): is this a continuous column?" in err
+    assert main(["cohort", str(table), "--images", "gm", "--label", "participant_id"]) == 0
+    assert "is this a continuous column?" in capsys.readouterr().err
+    assert main(["cohort", str(table), "--images", "gm", "--label", "diagnosis"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -55,7 +55,7 @@ def test_evaluate_and_predict_from_nifti(make_cohort, tmp_path, capsys):
     args = parse(evaluate, ["evaluate", str(run), "--cohort", str(other_table), "--label", "diagnosis"])
     assert evaluate.run(args) == 0
     err = capsys.readouterr().err
-    assert "file" in err and "training cohort" in err and "participant new-" not in err
+    assert "was a training scan" in err and "new-" in err and "participant id new-" not in err
     result = json.loads((run / "evaluations" / "other" / "metrics.json").read_text())
     assert result["n_models"] == 2 and result["n_subjects"] == 16
     ba = result["majority_vote"]["balanced_accuracy"]
@@ -82,7 +82,8 @@ def test_evaluate_and_predict_from_nifti(make_cohort, tmp_path, capsys):
     assert {"prob_control", "prob_patient", "prediction", "vote"} <= set(pred.columns)
     assert len(pred) == 3
     err = capsys.readouterr().err
-    assert "participant sub-000 was in the training cohort" in err and "gm file" in err
+    assert "3 subject(s) have scans that were in the training data" in err  # subjects, not problems
+    assert "sub-000: gm file" in err and "was a training scan" in err and "participant id" not in err
     with pytest.raises(NeuroCNNError, match="strict"):
         predict.run(parse(predict, ["predict", str(run), *scans, "--strict"]))
     prepared = list((run / "prepared").iterdir())
@@ -92,7 +93,7 @@ def test_evaluate_and_predict_from_nifti(make_cohort, tmp_path, capsys):
     named = ["evaluate", str(run), "--cache", str(cache.path), "--name", "train"]
     assert evaluate.run(parse(evaluate, named)) == 0
     err = capsys.readouterr().err
-    assert "32 participant(s) or file(s) were in the training data" in err and "participant sub-000" in err
+    assert "16 subject(s) have scans that were in the training data" in err and "sub-000: gm file" in err
     with pytest.raises(NeuroCNNError, match="strict"):
         predict.run(parse(predict, ["predict", str(run), "--cache", str(cache.path), "--strict"]))
     # ... and refused when prepared with other settings than the training cohort

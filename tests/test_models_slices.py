@@ -127,8 +127,23 @@ def test_models_command_lists_parameters_and_output(capsys: pytest.CaptureFixtur
     assert "mrinet" in out and "322,818" in out and "1x2" in out
 
 
+def test_models_command_is_fast_by_default_and_shows_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """It timed every model by default (about 3 minutes without a word); `cv --help` sends users here
+    for the model options."""
+    import time
+
+    start = time.perf_counter()
+    out = _run_cli(["--family", "xin2019"], capsys)
+    assert time.perf_counter() - start < 5
+    assert "fwd s/vol" not in out and "--timing" in out
+    assert "mrinet: widths=[32, 64, 128], dropout=0.5, channels_last=true" in out
+    out = _run_cli(["--family", "slices2d"], capsys)
+    assert "vgg19_2d: slice_axis=2, slice_batch=null, memory_efficient=false, batch_norm" in out
+
+
 def test_models_command_times_and_reports_too_small(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--input-shape", "24x24x24", "--name", "mrinet", "--name", "pif_cnn", "--threads", "1"]
-    out = _run_cli(argv, capsys)
+    out = _run_cli([*argv, "--timing"], capsys)
+    assert "fwd s/vol" in out
     assert "278,274" in out  # mrinet rebuilt for 24x24x24
     assert "too small: needs ≥53x53x53" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -19,6 +20,7 @@ from neurocnn.data.preprocess import PrepareParams, mni_grid
 from neurocnn.errors import NeuroCNNError
 
 PARAMS = PrepareParams(voxel_size=5.0, shape=(10, 12, 10))
+SHAPE_OF_MAKE_COHORT = (14, 16, 12)
 
 
 def _cohort(table, **kw):  # type: ignore[no-untyped-def]
@@ -77,15 +79,40 @@ def test_unchanged_cohort_is_reused_and_changes_invalidate(make_cohort, tmp_path
     f = table.parent / "gm/sub-001_gm.nii.gz"
     os.utime(f, ns=(0, 0))
     assert prepare_cohort(_cohort(table), out, PARAMS, jobs=1, progress=False).reused
-    # a changed parameter invalidates it
+    # a changed parameter invalidates it (replacing it takes overwrite: runs were trained on it)
     other = PARAMS.model_copy(update={"normalise": "minmax"})
-    r = prepare_cohort(_cohort(table), out, other, jobs=1, progress=False)
+    r = prepare_cohort(_cohort(table), out, other, jobs=1, progress=False, overwrite=True)
     assert not r.reused and r.prepared == 4
     assert float(open_cache(out).array()[0].max()) <= 1.0
-    # a changed input file invalidates it
+    # a changed input file invalidates it: the same table's updated scan, prepared again unasked
     img = nib.load(str(f))
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * 2 + 1, img.affine), str(f))
-    assert not prepare_cohort(_cohort(table), out, other, jobs=1, progress=False).reused
+    r = prepare_cohort(_cohort(table), out, other, jobs=1, progress=False)
+    assert not r.reused and r.changed_files == (str(f),)
+    assert prepare_cohort(_cohort(table), out, other, jobs=1, progress=False).reused
+
+
+def test_a_cache_of_other_parameters_or_another_cohort_is_replaced_only_with_overwrite(make_cohort, tmp_path):
+    table = make_cohort(6)
+    out = tmp_path / "cache"
+    prepare_cohort(_cohort(table), out, PARAMS, jobs=1, progress=False)
+    before = (out / "data.npy").read_bytes()
+    minmax = PARAMS.model_copy(update={"normalise": "minmax"})
+    with pytest.raises(NeuroCNNError, match=r"normalise 'zscore' there, 'minmax' now.*--overwrite"):
+        prepare_cohort(_cohort(table), out, minmax, jobs=1, progress=False)
+    # a smaller table (subjects left out), and the same subjects relabelled
+    fewer = tmp_path / "fewer.tsv"
+    fewer.write_text("".join(table.read_text().splitlines(keepends=True)[:4]))
+    with pytest.raises(NeuroCNNError, match=r"6 subjects there, 3 now, 3 left out \(e.g. sub-003\)"):
+        prepare_cohort(_cohort(fewer), out, PARAMS, jobs=1, progress=False)
+    relabelled = tmp_path / "relabelled.tsv"
+    relabelled.write_text(table.read_text().replace("control", "healthy"))
+    with pytest.raises(NeuroCNNError, match=r"labels of 3 subject\(s\) \(sub-000: 'control' there"):
+        prepare_cohort(_cohort(relabelled), out, PARAMS, jobs=1, progress=False)
+    assert (out / "data.npy").read_bytes() == before and not (tmp_path / "cache.partial").exists()
+    assert prepare_cohort(_cohort(table), out, PARAMS, jobs=1, progress=False).reused
+    r = prepare_cohort(_cohort(fewer), out, PARAMS, jobs=1, progress=False, overwrite=True)
+    assert r.cache.shape[0] == 3
 
 
 def test_interrupted_prepare_resumes_and_never_looks_complete(make_cohort, tmp_path):
@@ -274,3 +301,24 @@ def test_a_copied_scan_under_two_participants_is_refused(make_cohort, tmp_path):
         prepare_cohort(_cohort(table), tmp_path / "c", PARAMS, jobs=1, progress=False)
     assert "sub-000 [wm]" in str(info.value) and "sub-002 [wm]" in str(info.value)
     assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
+
+
+@pytest.mark.parametrize("voxel_size", [None, 5.0])
+def test_the_native_grid_is_known_from_the_header(make_cohort, tmp_path, voxel_size):
+    """`predict` refuses scans on another grid before preparing them: the header must say the shape
+    that preparation gives, also for a scan stored with its axes permuted and flipped."""
+    from neurocnn.data.cohort_checks import native_grid_shape
+
+    table = make_cohort(2, modalities=("gm",), mask=False)
+    path = table.parent / "gm/sub-001_gm.nii.gz"
+    img = nib.load(str(path))
+    swap = np.array([[0, -1, 0, 15], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    data = np.transpose(np.asarray(img.dataobj), (2, 0, 1))[:, ::-1]
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), img.affine @ np.linalg.inv(swap)), str(path))
+    params = PrepareParams(voxel_size=voxel_size, normalise="none", clip_percentiles=None)
+    cohort = read_cohort(table, images=["gm"], require_labels=False)
+    assert nib.load(str(path)).shape != SHAPE_OF_MAKE_COHORT  # stored in another axis order
+    for i, subject in enumerate(cohort.subjects):
+        one = dataclasses.replace(cohort, subjects=(subject,))
+        cache = prepare_cohort(one, tmp_path / f"c{i}", params, jobs=1, progress=False).cache
+        assert native_grid_shape(subject.images["gm"], voxel_size) == tuple(cache.shape[2:])

@@ -174,3 +174,105 @@ def test_evaluate_says_how_many_unlabelled_subjects_it_left_out(tmp_path, monkey
     assert "2 subject(s) of" in capsys.readouterr().err
     metrics = json.loads((run / "evaluations" / "cache" / "metrics.json").read_text())
     assert metrics["n_unlabelled"] == 2 and metrics["n_subjects"] == 28
+
+
+def test_scans_on_another_grid_are_named_before_anything_is_prepared(make_cohort, tmp_path):
+    table = make_cohort(2, modalities=("gm",), mask=False)  # 14×16×12 at 4 mm
+    scan = table.parent / "gm/sub-001_gm.nii.gz"
+    params = {"normalise": "zscore", "clip_percentiles": None}
+    run = fake_run(
+        tmp_path / "run", masked=False, params=params, voxel_size=[4.0] * 3, shape=[9, 1, 10, 16, 12]
+    )
+    with pytest.raises(NeuroCNNError) as info:
+        predict.run(parse(predict, ["predict", str(run), str(scan)]))
+    said = str(info.value)
+    assert "trained on a 10×16×12 grid, prepared without --shape" in said and "--shape" in said
+    assert f"sub-001 [gm] {scan}: grid 14×16×12" in said and "evaluate RUN" not in said
+    assert not (run / "prepared").exists()
+
+
+def test_a_failed_prediction_removes_only_the_folder_it_prepared(make_cohort, tmp_path):
+    table = make_cohort(2, modalities=("gm",), mask=False)
+    scan = table.parent / "gm/sub-001_gm.nii.gz"
+    params = {"normalise": "zscore", "clip_percentiles": None}
+    run = fake_run(
+        tmp_path / "run",
+        masked=False,
+        params=params,
+        voxel_size=[4.0] * 3,
+        shape=[9, 1, 14, 16, 12],
+        classes=["control", "patient"],
+    )
+    earlier = run / "prepared" / "participants-0123456789"
+    earlier.mkdir(parents=True)
+    # prepared fine, then no fold model to apply (this fake run has none)
+    with pytest.raises(NeuroCNNError, match="config.yaml"):
+        predict.run(parse(predict, ["predict", str(run), str(scan), "--no-progress", "--jobs", "1"]))
+    assert [p.name for p in (run / "prepared").iterdir()] == ["participants-0123456789"]
+    earlier.rmdir()
+    (run / "prepared").rmdir()
+    with pytest.raises(NeuroCNNError, match="config.yaml"):
+        predict.run(parse(predict, ["predict", str(run), str(scan), "--no-progress", "--jobs", "1"]))
+    assert not (run / "prepared").exists()
+
+
+def test_a_baseline_run_is_refused_up_front(make_cohort, tmp_path):
+    table = make_cohort(2, modalities=("gm",), mask=False)
+    run = fake_run(tmp_path / "svm", masked=False, params={"normalise": "zscore"})
+    (run / "config.yaml").write_text("kind: baseline\nbaseline: svm\n")
+    scan = str(table.parent / "gm/sub-001_gm.nii.gz")
+    with pytest.raises(NeuroCNNError, match=r"svm is a baseline run \(neurocnn baseline\); predict/evaluate"):
+        predict.run(parse(predict, ["predict", str(run), scan]))
+    with pytest.raises(NeuroCNNError, match="is a baseline run"):
+        evaluate.run(parse(evaluate, ["evaluate", str(run), "--cohort", str(table)]))
+    assert not (run / "prepared").exists()
+
+
+def test_training_scans_warn_and_shared_ids_only_get_a_note(make_cohort, tmp_path, capsys):
+    from neurocnn.data.io import file_sha256
+
+    table = make_cohort(3, modalities=("gm",), mask=False)
+    scans = [table.parent / f"gm/sub-00{i}_gm.nii.gz" for i in range(3)]
+    # sub-000: the very training file; sub-001: the id only (another file); sub-002: new
+    trained = fake_run(
+        tmp_path / "run", participants=["sub-000", "sub-001"], input_sha256=[file_sha256(scans[0])]
+    )
+    run = RunFolder(trained)
+    cohort = cohort_from_scans(scans, "gm")
+    _run_cohort.check_leakage(run, cohort, strict=False)
+    err = capsys.readouterr().err
+    assert "warning: 1 subject(s) have scans that were in the training data" in err
+    assert f"sub-000: gm file {scans[0]} was a training scan" in err
+    assert "note: 1 subject(s) have a participant id of the training cohort" in err
+    assert "sub-001: participant id sub-001 also in the training cohort" in err and "the same person?" in err
+    assert "- sub-002" not in err and err.count("- sub-000:") == 1  # one line per subject
+    with pytest.raises(
+        NeuroCNNError, match=r"^1 subject\(s\) have scans that were in the training data"
+    ) as info:
+        _run_cohort.check_leakage(run, cohort, strict=True)
+    assert "sub-001" not in str(info.value)
+    # --strict does not refuse an id alone (BIDS ids recur across datasets): it is noted
+    _run_cohort.check_leakage(run, cohort_from_scans(scans[1:], "gm"), strict=True)
+    assert "the same person?" in capsys.readouterr().err
+
+
+def test_errors_about_given_scans_name_the_scans_not_a_table(make_cohort, tmp_path):
+    import nibabel as nib
+
+    table = make_cohort(2, modalities=("gm",), mask=False)
+    scan = table.parent / "gm/sub-001_gm.nii.gz"
+    img = nib.load(str(scan))
+    four_d = tmp_path / "sub-009_gm.nii.gz"
+    data = np.stack([np.asarray(img.dataobj)] * 2, axis=-1)
+    nib.save(nib.Nifti1Image(data, img.affine), str(four_d))
+    params = {"normalise": "zscore", "clip_percentiles": None}
+    run = fake_run(
+        tmp_path / "run", masked=False, params=params, voxel_size=[4.0] * 3, shape=[9, 1, 14, 16, 12]
+    )
+    for scans, head in [([four_d], str(four_d)), ([scan, four_d], "the 2 scans given")]:
+        with pytest.raises(NeuroCNNError) as info:
+            predict.run(parse(predict, ["predict", str(run), *map(str, scans), "--no-progress"]))
+        said = str(info.value)
+        assert said.startswith(f"{head}: 1 problem(s) found") and "scans.tsv" not in said
+        assert f"sub-009 [gm] {four_d}" in said
+    assert not (run / "prepared").exists()

@@ -154,3 +154,36 @@ def test_inner_splits_outside_the_outer_training_fold_are_refused():
     thinned = table.drop(outer_train.index[::2])  # the outer fold thinned, its inner splits not
     with pytest.raises(NeuroCNNError, match="r0_f0: inner split 0 uses .* outside the outer training"):
         S.check_nested(thinned)
+
+
+def test_a_cohort_of_one_class_is_refused_by_splits_cv_and_cohort(make_cohort, tmp_path, capsys):
+    """Controls only went through to a 'balanced accuracy 1.000, AUC nan' cross-validation."""
+    from neurocnn.cli import main
+    from neurocnn.training import parse_config, run_cv
+    from training_fixtures import tiny_config, write_cache
+
+    m = manifest()
+    m["label_index"] = 0
+    with pytest.raises(NeuroCNNError, match=r"needs at least two classes, found \['0'\]"):
+        S.kfold(m, 2)
+    with pytest.raises(NeuroCNNError, match="at least two classes"):
+        S.holdout(m, (0.8, 0.1, 0.1))
+    cache = write_cache(tmp_path / "cache", n=8, classes=("control",))
+    out = tmp_path / "splits.tsv"
+    assert main(["splits", str(cache), "--folds", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and f"{cache}: a classifier needs at least two classes, found ['control']" in err
+    )
+    assert not out.exists()
+    with pytest.raises(NeuroCNNError, match=r"found \['control'\]"):
+        run_cv(parse_config(tiny_config(cache, splits={"folds": 2})), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    # the check command: a warning (a one-class test cohort is fine for evaluate), an error with --folds
+    table = make_cohort(4, modalities=("gm",), mask=False)
+    table.write_text(table.read_text().replace("patient", "control"))
+    args = ["cohort", str(table), "--images", "gm", "--label", "diagnosis"]
+    assert main(args) == 0
+    assert "warning: label 'diagnosis' has one class ('control')" in capsys.readouterr().err
+    assert main([*args, "--folds", "2"]) == 2
+    assert "a classifier needs at least two classes, found ['control']" in capsys.readouterr().err

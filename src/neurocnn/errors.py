@@ -22,3 +22,28 @@ class NeuroCNNError(Exception):
 def validation_problems(exc: Any) -> list[str]:
     """A pydantic ``ValidationError`` as one 'field: problem' line per bad field."""
     return [f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]
+
+
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "above"),
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "below"),
+}
+
+
+def flag_problems(exc: Any, flags: dict[str, str]) -> list[str] | None:
+    """A pydantic ``ValidationError`` as command-line wording ('--folds must be at least 2'), when every
+    bad field is one of ``flags`` (field path -> the option that set it); None otherwise."""
+    lines = []
+    for e in exc.errors():
+        flag = flags.get(".".join(str(p) for p in e["loc"]))
+        if flag is None:
+            return None
+        key, words = _BOUNDS.get(e["type"], (None, None))
+        ctx = e.get("ctx") or {}
+        if key in ctx:
+            lines.append(f"{flag} must be {words} {ctx[key]}, got {e.get('input')!r}")
+        else:
+            lines.append(f"{flag}: {e['msg'][:1].lower()}{e['msg'][1:]}")
+    return lines

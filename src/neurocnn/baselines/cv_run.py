@@ -21,7 +21,13 @@ import pandas as pd
 import yaml
 
 from neurocnn.baselines import estimators as E
-from neurocnn.baselines.nested import SCORINGS, check_table_matches, nested_cv, outer_splits
+from neurocnn.baselines.nested import (
+    SCORINGS,
+    check_inner_folds,
+    check_table_matches,
+    nested_cv,
+    outer_splits,
+)
 from neurocnn.baselines.runfolder import (
     DATA,
     ENVIRONMENT,
@@ -141,7 +147,9 @@ def run_baseline(
     _check_options(options)
     if len(cache.classes) < 2:
         raise NeuroCNNError(f"{cache.path}: a classifier needs at least two classes, found {cache.classes}")
+    S.check_two_classes(cache.manifest, cache.path)  # (classes given with --classes may be absent)
     table, source = resolve_splits(cache, options)
+    check_inner_folds(table, cache.manifest, options.inner_folds, cache.classes)  # before any fit
     config = {
         "kind": "baseline",
         "baseline": baseline,

@@ -122,8 +122,8 @@ def nested_cv(
     estimator, param_grid
         A scikit-learn classifier (usually a `Pipeline`) and its `GridSearchCV` grid.
     inner_folds
-        K of the inner stratified K-fold when the table has no inner splits for a fold (reduced to
-        the smallest class's number of training participants when that is fewer).
+        K of the inner stratified K-fold when the table has no inner splits for a fold (refused
+        when a class of the training fold has fewer participants; see `check_inner_folds`).
     scoring
         Selection criterion: a scikit-learn scorer name (default balanced accuracy, as the CNN
         search).
@@ -283,15 +283,46 @@ def _inner_cv(
             pairs.append((position.loc[fit_ids].to_numpy(), position.loc[ids["test"]].to_numpy()))
         return pairs, f"split table (inner folds {len(pairs)})"
     per_class = pd.Series(groups_tr).groupby(y_tr).nunique()
-    k = int(min(inner_folds, per_class.min()))
-    if k < 2 or len(per_class) < 2:
+    if len(per_class) < 2 or per_class.min() < 2:
         raise NeuroCNNError(
             f"split r{repeat}_f{fold}: the training fold has too few participants of some class "
             f"({dict(per_class)}) for an inner cross-validation; use fewer folds or more subjects"
         )
+    _check_inner(inner_folds, per_class, f"r{repeat}_f{fold}")
+    k = inner_folds
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     pairs = [(a, b) for a, b in splitter.split(np.zeros(len(y_tr)), y_tr, groups_tr)]
     return pairs, f"StratifiedGroupKFold (k={k}) on the training fold"
+
+
+def check_inner_folds(
+    table: pd.DataFrame, manifest: pd.DataFrame, inner_folds: int, classes: Sequence[str] | None = None
+) -> None:
+    """Refuse, before any fold is fitted, ``inner_folds`` that a training fold (one without inner
+    splits in the table) cannot give: a class with fewer participants than inner folds. The number
+    is never lowered behind the user's back: the run records the inner folds it was asked for."""
+    inner = table[table["inner"] >= 0]
+    labelled = manifest[manifest["label_index"] >= 0]
+    for r, f in outer_splits(table):
+        if ((inner["repeat"] == r) & (inner["fold"] == f)).any():
+            continue
+        ids = S.split_indices(table, r, f)
+        rows = labelled[labelled["index"].isin(np.concatenate([ids["train"], ids["val"]]))]
+        per_class = rows.groupby("label_index")["participant_id"].nunique()
+        _check_inner(inner_folds, per_class, f"r{r}_f{f}", classes)
+
+
+def _check_inner(
+    inner_folds: int, per_class: pd.Series, split: str, classes: Sequence[str] | None = None
+) -> None:
+    if not len(per_class) or per_class.min() >= inner_folds:
+        return
+    c = per_class.idxmin()
+    name = repr(classes[int(c)]) if classes is not None and 0 <= int(c) < len(classes) else f"index {c}"
+    raise NeuroCNNError(
+        f"inner folds = {inner_folds} (--inner): the training fold {split} has only {per_class.min()} "
+        f"participant(s) of class {name}; give --inner {per_class.min()} or fewer (or fewer outer folds)"
+    )
 
 
 def _full_proba(model: Any, X: np.ndarray, n_classes: int) -> np.ndarray:

@@ -13,7 +13,12 @@ if TYPE_CHECKING:
 def add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("cohort")
     g.add_argument("table", type=Path, nargs="?", help="participants table (CSV/TSV)")
-    g.add_argument("--images", default="t1", help="image column(s), one per modality, comma-separated")
+    g.add_argument(
+        "--images",
+        default="t1",
+        help="image column(s), one per modality, comma-separated (default t1; with --bids: the name "
+        "of the modality the --pattern finds)",
+    )
     g.add_argument("--label", help="label column (e.g. diagnosis, sex)")
     g.add_argument("--covariates", default="", help="covariate columns, comma-separated")
     g.add_argument(
@@ -23,7 +28,11 @@ def add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--classes", help="class order, comma-separated (default: sorted labels)")
     g.add_argument("--bids", type=Path, help="BIDS-like folder instead of a table")
-    g.add_argument("--pattern", default="sub-*/anat/sub-*_T1w.nii.gz", help="glob under --bids")
+    g.add_argument(
+        "--pattern",
+        default="sub-*/anat/sub-*_T1w.nii.gz",
+        help="glob under --bids (default sub-*/anat/sub-*_T1w.nii.gz)",
+    )
 
 
 def _split(text: str | None) -> list[str]:

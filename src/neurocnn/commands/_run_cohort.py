@@ -20,7 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--cache", type=Path, help="an already prepared cohort instead of a table")
     g = p.add_argument_group("inference")
-    g.add_argument("--strict", action="store_true", help="refuse scans that were in the training data")
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse scans that were training scans of the run (the same file); a participant id of "
+        "the training cohort with another file is only noted",
+    )
     g.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when there is one)")
     g.add_argument("--batch-size", type=int, default=8, help="default 8")
     g.add_argument("--jobs", type=int, help="preparation worker processes")
@@ -35,27 +40,59 @@ def device(name: str) -> str:
     return name
 
 
+def cnn_run(path: Path):  # type: ignore[no-untyped-def]
+    """The run folder of a `neurocnn cv` run; a baseline run (`neurocnn baseline`: scikit-learn models,
+    no network) or a folder that is no run is refused before any scan is read."""
+    import yaml
+
+    from neurocnn.training.runfolder import CONFIG, RunFolder
+
+    if not path.is_dir():
+        raise NeuroCNNError(f"run folder {path} not found; give a folder written by `neurocnn cv`")
+    try:
+        config = yaml.safe_load((path / CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        config = None  # (no config: RunFolder.data says what is missing)
+    if isinstance(config, dict) and config.get("kind") == "baseline":
+        raise NeuroCNNError(
+            f"{path} is a baseline run (neurocnn baseline); predict/evaluate need a `neurocnn cv` run"
+        )
+    return RunFolder(path)
+
+
 def check_leakage(run, cohort, strict: bool) -> None:  # type: ignore[no-untyped-def]
-    """Warn about (or, with --strict, refuse) scans of ``cohort`` (a Cohort, or a prepared cohort
-    given with --cache) that were in the run's training data."""
+    """Warn about scans of ``cohort`` (a Cohort, or a prepared cohort given with --cache) that were
+    training scans of the run (the same file, by sha256), or refuse them with --strict; note subjects
+    whose participant id alone was in the training cohort (with --strict too: an id cannot tell the
+    same person from another, BIDS datasets all have a sub-01)."""
     from neurocnn.data.cache import PreparedCohort
     from neurocnn.evaluation.predict import cache_leakage, leakage
 
-    problems = cache_leakage(run, cohort) if isinstance(cohort, PreparedCohort) else leakage(run, cohort)
-    if not problems:
-        return
-    if strict:
+    found = cache_leakage(run, cohort) if isinstance(cohort, PreparedCohort) else leakage(run, cohort)
+    scans, ids = list(found.scans.values()), list(found.ids.values())
+    if scans and strict:
         raise NeuroCNNError(
-            f"{len(problems)} participant(s) or file(s) were in the training data of {run.path} (--strict):",
-            problems=problems[:20],
+            f"{len(scans)} subject(s) have scans that were in the training data of {run.path} (--strict):",
+            problems=scans[:20],
         )
-    print(
-        f"warning: {len(problems)} participant(s) or file(s) were in the training data; "
-        "their predictions are optimistic:",
-        file=sys.stderr,
-    )
-    for p in problems[:20]:
-        print(f"  - {p}", file=sys.stderr)
+    if scans:
+        _say(
+            f"warning: {len(scans)} subject(s) have scans that were in the training data; "
+            "their predictions are optimistic:",
+            scans,
+        )
+    if ids:
+        _say(
+            f"note: {len(ids)} subject(s) have a participant id of the training cohort, with other files "
+            "(another session of the same person would make their predictions optimistic):",
+            ids,
+        )
+
+
+def _say(head: str, lines: list[str]) -> None:
+    print(head, file=sys.stderr)
+    for line in lines[:20]:
+        print(f"  - {line}", file=sys.stderr)
 
 
 def training_masked(run) -> tuple[bool | None, str | None]:  # type: ignore[no-untyped-def]

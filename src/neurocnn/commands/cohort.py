@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 
 from neurocnn.commands._cohort_args import add_cohort_arguments, cohort_from_args
@@ -29,8 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from neurocnn.data.cohort import validate_cohort
+    from neurocnn.data.cohort_checks import label_warnings
+    from neurocnn.errors import NeuroCNNError
 
     cohort = cohort_from_args(args, require_labels=not args.unlabelled_ok)
+    doubts = label_warnings(cohort.subjects, cohort.label_column)
+    found = sorted({s.label for s in cohort.subjects if s.label is not None})
+    if args.folds and cohort.label_column and len(found) == 1:
+        raise NeuroCNNError(
+            f"{cohort.source}: a classifier needs at least two classes, found {found} in label column "
+            f"{cohort.label_column!r}; choose another --label, or add subjects of the other class(es)"
+        )
     validate_cohort(cohort, n_folds=args.folds, require_labels=not args.unlabelled_ok)
     counts = Counter(s.label for s in cohort.subjects)
     classes = ", ".join(f"{c} (index {i}): {counts[c]}" for i, c in enumerate(cohort.classes))
@@ -43,4 +53,6 @@ def run(args: argparse.Namespace) -> int:
             f"label {cohort.label_column!r}: {classes}"
             + (f"; unlabelled: {counts[None]}" if counts[None] else "")
         )
+    for doubt in doubts:
+        print(f"warning: {doubt}", file=sys.stderr)
     return 0

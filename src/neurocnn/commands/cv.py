@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from neurocnn.commands._flags import check_flags
 from neurocnn.commands._help import add_command
 from neurocnn.errors import NeuroCNNError
 
@@ -268,11 +269,13 @@ def build_config(args: argparse.Namespace) -> Any:
         if not args.config.exists():
             raise NeuroCNNError(f"configuration {args.config} not found")
         base = yaml.safe_load(args.config.read_text()) or {}
-    data = merge(base, overrides(args))
+    given = overrides(args)
+    data = merge(base, given)
     if "cache" not in data:
         raise NeuroCNNError("give the prepared cohort (CACHE) or a --config that names it")
     if "name" not in data.get("model", {}):
         raise NeuroCNNError("give a model (--model NAME); `neurocnn models` lists them")
+    check_flags(data, given)
     return parse_config(data, "the configuration")
 
 

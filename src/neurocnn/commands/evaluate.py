@@ -34,10 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from neurocnn.data.cache import open_cache
     from neurocnn.data.cohort import read_cohort
     from neurocnn.evaluation.ensemble import evaluate_cohort
-    from neurocnn.evaluation.predict import check_prepared_alike, prepare_like_run
-    from neurocnn.training.runfolder import RunFolder
+    from neurocnn.evaluation.predict import check_prepared_alike, prepare_like_run, remove_created
 
-    run_folder = RunFolder(args.run)
+    run_folder = _run_cohort.cnn_run(args.run)
+    created: list[Path] = []  # what a failed evaluation removes: the cohort prepared for it
     data = run_folder.data()
     if args.cache is None and args.cohort is None:
         raise NeuroCNNError("give the cohort: --cohort TABLE (or a prepared --cache)")
@@ -64,10 +64,16 @@ def run(args: argparse.Namespace) -> int:
         )
         _run_cohort.check_mask(run_folder, cohort)
         _run_cohort.check_leakage(run_folder, cohort, args.strict)
-        cache = prepare_like_run(run_folder, cohort, jobs=args.jobs, progress=not args.no_progress)
-    result = evaluate_cohort(
-        run_folder.path, cache, out, batch_size=args.batch_size, device=_run_cohort.device(args.device)
-    )
+        cache = prepare_like_run(
+            run_folder, cohort, jobs=args.jobs, progress=not args.no_progress, created=created
+        )
+    try:
+        result = evaluate_cohort(
+            run_folder.path, cache, out, batch_size=args.batch_size, device=_run_cohort.device(args.device)
+        )
+    except BaseException:
+        remove_created(created)
+        raise
     if result["n_unlabelled"]:
         print(
             f"warning: {result['n_unlabelled']} subject(s) of {cache.path} have no label and are left "

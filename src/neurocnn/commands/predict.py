@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="predict new scans with a trained run",
         description="Prepare the scans exactly as the run's training cohort was and write, per scan, "
         "the ensemble's mean class probabilities, its decision and the majority vote of the fold "
-        "models. Warns (or refuses with --strict) for a participant or file that was in the "
-        "run's training data.",
+        "models. Warns about (or refuses with --strict) scans that were training scans of the run "
+        "(the same file), and notes participant ids of the training cohort given with other files.",
         example="neurocnn predict runs/mrinet scans/sub-101_gm.nii.gz scans/sub-102_gm.nii.gz\n"
         "neurocnn predict runs/mrinet --cohort new/participants.tsv --out predictions.csv",
     )
@@ -35,12 +35,17 @@ def run(args: argparse.Namespace) -> int:
     from neurocnn.data.cache import open_cache
     from neurocnn.data.cohort import read_cohort
     from neurocnn.evaluation.ensemble import ensemble_predictions
-    from neurocnn.evaluation.predict import check_prepared_alike, cohort_from_scans, prepare_like_run
-    from neurocnn.training.runfolder import RunFolder
+    from neurocnn.evaluation.predict import (
+        check_prepared_alike,
+        cohort_from_scans,
+        prepare_like_run,
+        remove_created,
+    )
 
     if args.out is not None:
         check_out(args.out, args.overwrite)
-    run_folder = RunFolder(args.run)
+    run_folder = _run_cohort.cnn_run(args.run)
+    created: list[Path] = []  # what a failed prediction removes: the scans prepared for it
     data = run_folder.data()
     if args.cache is not None:
         cache = open_cache(args.cache)
@@ -67,11 +72,15 @@ def run(args: argparse.Namespace) -> int:
         _run_cohort.check_mask(run_folder, cohort, scans=bool(args.scans))
         _run_cohort.check_leakage(run_folder, cohort, args.strict)
         cache = prepare_like_run(
-            run_folder, cohort, name="predict", jobs=args.jobs, progress=not args.no_progress
+            run_folder, cohort, name="predict", jobs=args.jobs, progress=not args.no_progress, created=created
         )
-    table, _ = ensemble_predictions(
-        run_folder.path, cache, batch_size=args.batch_size, device=_run_cohort.device(args.device)
-    )
+    try:
+        table, _ = ensemble_predictions(
+            run_folder.path, cache, batch_size=args.batch_size, device=_run_cohort.device(args.device)
+        )
+    except BaseException:
+        remove_created(created)
+        raise
     table = table.drop(columns=["index"])
     if args.out:
         check_out(args.out, args.overwrite)  # (again: the file may have appeared meanwhile)

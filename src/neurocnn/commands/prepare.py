@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from neurocnn.commands._cohort_args import add_cohort_arguments, cohort_from_args, parse_shape
@@ -72,10 +73,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--dtype", default="float32", choices=["float32", "float16"], help="cache dtype (default float32)"
     )
     g.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an --out cache prepared with other parameters or from another cohort (runs "
+        "trained on it no longer match it); without it such a cache is refused. A cache of the same "
+        "table and parameters whose scans changed is prepared again without it",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from neurocnn.data.cohort_checks import label_warnings
     from neurocnn.data.prepare import prepare_cohort
     from neurocnn.data.preprocess import PrepareParams
 
@@ -97,7 +106,16 @@ def run(args: argparse.Namespace) -> int:
         label_maps=tuple(m for m in args.label_maps.split(",") if m),
         dtype=args.dtype,
     )
-    result = prepare_cohort(cohort, args.out, params, jobs=args.jobs)
+    for doubt in label_warnings(cohort.subjects, cohort.label_column):
+        print(f"warning: {doubt}", file=sys.stderr)
+    result = prepare_cohort(cohort, args.out, params, jobs=args.jobs, overwrite=args.overwrite)
+    if result.changed_files:
+        more = f" and {len(result.changed_files) - 1} more" if len(result.changed_files) > 1 else ""
+        print(
+            f"note: {len(result.changed_files)} input file(s) changed since {args.out} was prepared "
+            f"({result.changed_files[0]}{more}); it was prepared again",
+            file=sys.stderr,
+        )
     shape = "x".join(map(str, result.cache.shape[2:]))
     if result.reused:
         print(f"{args.out}: up to date ({result.cache.shape[0]} subjects, {shape}); nothing to do")

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from neurocnn.data.cache import open_cache
 
     manifest = open_cache(args.cache).manifest
+    S.check_two_classes(manifest, args.cache)
     if args.holdout:
         table = S.holdout(manifest, args.holdout, repeats=args.repeats, seed=args.seed)  # type: ignore[arg-type]
     else:

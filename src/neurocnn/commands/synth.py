@@ -83,6 +83,15 @@ def build_spec(args: argparse.Namespace) -> Any:
     from neurocnn.data.synthetic import SynthSpec, default_spec
 
     modalities = _modalities(args.modalities) if args.modalities else None
+    overrides = {
+        "n_subjects": args.subjects,
+        "voxel_size": args.voxel_size,
+        "modalities": modalities,
+        "seed": args.seed,
+        "noise": args.noise,
+        "smoothing_fwhm": args.smoothing,
+        "deformation": args.deformation,
+    }
     try:
         if args.spec:
             base = _read_spec_file(args.spec)
@@ -90,15 +99,6 @@ def build_spec(args: argparse.Namespace) -> Any:
             base = default_spec(
                 modalities=modalities or MODALITY_CHOICES, interaction=args.interaction
             ).model_dump(mode="json")
-        overrides = {
-            "n_subjects": args.subjects,
-            "voxel_size": args.voxel_size,
-            "modalities": modalities,
-            "seed": args.seed,
-            "noise": args.noise,
-            "smoothing_fwhm": args.smoothing,
-            "deformation": args.deformation,
-        }
         base.update({k: v for k, v in overrides.items() if v is not None})
         if args.no_compress:
             base["compress"] = False
@@ -121,6 +121,13 @@ def build_spec(args: argparse.Namespace) -> Any:
             ]
         return SynthSpec.model_validate(base)
     except ValidationError as exc:
+        from neurocnn.commands._flags import SYNTH_FLAGS
+        from neurocnn.errors import flag_problems
+
+        flags = {field: flag for field, flag in SYNTH_FLAGS.items() if overrides.get(field) is not None}
+        lines = flag_problems(exc, flags)
+        if lines:
+            raise NeuroCNNError("; ".join(lines)) from None
         problems = [f"{'.'.join(str(x) for x in err['loc']) or 'spec'}: {err['msg']}" for err in exc.errors()]
         raise NeuroCNNError("invalid synthetic cohort spec", problems=problems) from exc
 

@@ -60,6 +60,24 @@ def native_voxel_sizes(path: Path) -> np.ndarray:
     return np.asarray(nib.affines.voxel_sizes(canonical), dtype=np.float64)
 
 
+def native_grid_shape(path: Path, voxel_size: float | None) -> tuple[int, ...]:
+    """The grid shape `prepare_subject` gives an image without --shape and without registration
+    (its own field of view, at its voxel size or ``voxel_size``); header only."""
+    from types import SimpleNamespace
+
+    import nibabel as nib
+
+    from neurocnn.data.preprocess import centred_grid
+
+    img = nib.load(str(path))
+    shape = np.array(img.shape[:3])
+    ornt = nib.orientations.io_orientation(img.affine)
+    canonical = img.affine @ nib.orientations.inv_ornt_aff(ornt, tuple(shape))
+    reordered = tuple(int(n) for n in shape[np.argsort(ornt[:, 0])])
+    grid = centred_grid(SimpleNamespace(affine=canonical, shape=reordered), voxel_size, None)  # type: ignore[arg-type]
+    return tuple(grid.shape)
+
+
 def mixed_voxel_sizes(subjects: Iterable[Subject]) -> list[str]:
     """Subjects whose first image (the grid preparation keeps without --voxel-size) has other voxel
     sizes than most subjects'. Unreadable files are left to validation."""
@@ -97,3 +115,42 @@ def _first_image_voxel_sizes(subjects: Iterable[Subject]) -> list[tuple[Subject,
 def mm(zooms: np.ndarray) -> str:
     """Voxel sizes as 3×3×3 (mm, rounded to µm)."""
     return "×".join(f"{z:g}" for z in np.round(zooms, 3))
+
+
+def label_warnings(subjects: Iterable[Subject], column: str | None) -> list[str]:
+    """Doubts about a label column, for a warning: a single class (nothing to classify; fine only
+    for an independent test cohort), or values that look like a continuous variable or an id (every
+    class with one participant, or many distinct numbers)."""
+    if not column:
+        return []
+    per_participant = {s.participant_id: s.label for s in subjects if s.label is not None}
+    counts = Counter(per_participant.values())
+    if not counts:
+        return []
+    if len(counts) == 1:
+        return [
+            f"label {column!r} has one class ({next(iter(counts))!r}): fine for a test cohort "
+            "(neurocnn evaluate), but splits, cv and baseline need at least two classes"
+        ]
+    numeric = all(_is_number(v) for v in counts)
+    if len(counts) > 10 and (numeric or max(counts.values()) == 1):
+        shown = ", ".join(list(counts)[:3])
+        kind = "numbers" if numeric else "values, each of one participant"
+        return [
+            f"label {column!r} has {len(counts)} classes ({kind}, e.g. {shown}): is this a continuous "
+            "column? neurocnn classifies: bin it into a few classes in the table, or choose another --label"
+        ]
+    if max(counts.values()) == 1:
+        return [
+            f"every class of label {column!r} has a single participant: is this a continuous or id "
+            "column? a classifier needs several participants per class"
+        ]
+    return []
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True

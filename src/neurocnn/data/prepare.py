@@ -28,6 +28,7 @@ from neurocnn.data.cache import (
     open_cache,
     write_cache,
 )
+from neurocnn.data.cache_changes import cohort_digest, replacement_changes
 from neurocnn.data.cohort import Cohort, Subject, validate_cohort
 from neurocnn.data.cohort_checks import mixed_voxel_sizes, shared_image_contents
 from neurocnn.data.preprocess import PrepareParams, prepare_subject
@@ -41,6 +42,7 @@ class PrepareResult:
     prepared: int
     resumed: int
     seconds: float
+    changed_files: tuple[str, ...] = ()  # inputs whose contents changed since the cache was made
 
 
 def prepare_cohort(
@@ -51,6 +53,7 @@ def prepare_cohort(
     jobs: int | None = None,
     progress: bool = True,
     validate: bool = True,
+    overwrite: bool = False,
 ) -> PrepareResult:
     """Prepare every subject of ``cohort`` into the cache folder ``out``.
 
@@ -59,11 +62,15 @@ def prepare_cohort(
     cohort
         The cohort (labels may be missing: preparation does not need them).
     out
-        Cache folder. Replaced only when it is an outdated neurocnn cache.
+        Cache folder. An existing cache of the same cohort and parameters whose input files changed
+        is brought up to date; one made with other parameters or from another cohort is replaced only
+        with ``overwrite`` (runs trained on it would no longer match it).
     params
         Preparation parameters (recorded and hashed).
     jobs
         Worker processes (default: number of CPUs).
+    overwrite
+        Replace a cache prepared with other parameters or from another cohort.
 
     Returns
     -------
@@ -82,10 +89,20 @@ def prepare_cohort(
     spec_hash = _spec_hash(cohort, params, template)
     if is_current(out, spec_hash, inputs):
         return PrepareResult(open_cache(out), True, 0, 0, time.perf_counter() - start)
+    if not overwrite:
+        changes = replacement_changes(out, cohort, params.model_dump(mode="json"))
+        if changes:
+            raise NeuroCNNError(
+                f"{out} holds a cache prepared with other parameters or from another cohort "
+                f"({'; '.join(changes[:4])}); runs trained on it would no longer match it. Give "
+                "another --out, or --overwrite to replace it (nothing was written)"
+            )
     if validate:
         validate_cohort(cohort, require_labels=False)
     _check_voxel_sizes(cohort, params)
-    hashes = hash_inputs(inputs, _previous_hashes(out))
+    previous = _previous_hashes(out)
+    hashes = hash_inputs(inputs, previous)
+    changed = tuple(p for p, h in hashes.items() if p in previous and previous[p]["sha256"] != h["sha256"])
     copies = shared_image_contents(cohort.subjects, hashes)
     if copies:
         raise NeuroCNNError(
@@ -136,11 +153,13 @@ def prepare_cohort(
             for s in cohort.subjects
         ],
         "inputs": hashes,
+        "cohort_sha256": cohort_digest(cohort),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "host": platform.node(),
     }
     write_cache(out, partial, arrays, affines, manifest, info)
-    return PrepareResult(open_cache(out), False, len(todo), resumed, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return PrepareResult(open_cache(out), False, len(todo), resumed, seconds, changed)
 
 
 def _run(

@@ -46,6 +46,7 @@ def _participants(manifest: pd.DataFrame) -> pd.DataFrame:
             stacklevel=3,
         )
         manifest = manifest[manifest["label_index"] >= 0]
+    check_two_classes(manifest, "the cohort")
     per = manifest.groupby("participant_id")["label_index"].agg(["min", "max"])
     mixed = per.index[per["min"] != per["max"]].tolist()
     if mixed:
@@ -54,6 +55,21 @@ def _participants(manifest: pd.DataFrame) -> pd.DataFrame:
             f"split by participant: {', '.join(mixed[:10])}; fix their labels"
         )
     return per["min"].rename("label_index").reset_index()
+
+
+def check_two_classes(manifest: pd.DataFrame, where: object) -> None:
+    """Refuse a cohort whose labelled subjects are all of one class: a classifier trained on it
+    learns nothing, and its metrics (balanced accuracy 1, AUC undefined) would look like results."""
+    labelled = manifest[manifest["label_index"] >= 0]
+    if labelled.empty:
+        return  # (no label at all: said by the callers)
+    column = "label" if "label" in labelled else "label_index"
+    found = sorted(labelled[column].astype(str).unique())
+    if len(found) < 2:
+        raise NeuroCNNError(
+            f"{where}: a classifier needs at least two classes, found {found}; prepare a cohort whose "
+            "label column has two or more values (`neurocnn cohort TABLE --label COLUMN` shows them)"
+        )
 
 
 def _expand(

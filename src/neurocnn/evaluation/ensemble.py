@@ -62,8 +62,8 @@ def check_compatible(data: dict[str, Any], cache: PreparedCohort) -> None:
     if tuple(cache.shape[1:]) != tuple(data["shape"][1:]):
         raise NeuroCNNError(
             f"{cache.path} holds arrays {tuple(cache.shape[1:])}, the run was trained on "
-            f"{tuple(data['shape'][1:])}; prepare the cohort with the run's parameters "
-            "(`neurocnn evaluate RUN --cohort TABLE` does it)"
+            f"{tuple(data['shape'][1:])}; give its table (--cohort TABLE) instead of a prepared "
+            "cohort, and the scans are prepared like the run's"
         )
     trained = training_voxel_sizes(data)
     sizes = _subject_voxel_sizes(cache)
@@ -74,8 +74,8 @@ def check_compatible(data: dict[str, Any], cache: PreparedCohort) -> None:
             who = f"{len(off)} subject(s), e.g. {ids[off[0]]}" if len(sizes) == len(ids) else "every subject"
             raise NeuroCNNError(
                 f"{cache.path} holds voxels of {mm(sizes[off[0]])} mm ({who}), the run was trained on "
-                f"{mm(trained)} mm; prepare the cohort with the run's parameters "
-                "(`neurocnn evaluate RUN --cohort TABLE` does it)"
+                f"{mm(trained)} mm; give its table (--cohort TABLE) instead of a prepared cohort, "
+                "and the scans are prepared like the run's"
             )
 
 

@@ -41,6 +41,9 @@ class ModelInfo:
     description: str
     multimodal: bool = True
     options: tuple[str, ...] = field(default=())
+    # default of each option the builder declares (options it passes on to a 2D backbone have the
+    # backbone's default and are left out)
+    option_defaults: tuple[tuple[str, Any], ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,9 @@ def register(
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         params = inspect.signature(builder).parameters.values()
-        options = tuple(
-            p.name for p in params if p.name not in _RESERVED and p.kind is not p.VAR_KEYWORD
-        ) + tuple(extra_options)
+        own = [p for p in params if p.name not in _RESERVED and p.kind is not p.VAR_KEYWORD]
+        options = tuple(p.name for p in own) + tuple(extra_options)
+        defaults = tuple((p.name, p.default) for p in own if p.default is not p.empty)
         _REGISTRY[name] = _Entry(
             ModelInfo(
                 name=name,
@@ -86,6 +89,7 @@ def register(
                 description=description,
                 multimodal=multimodal,
                 options=options,
+                option_defaults=defaults,
             ),
             builder,
         )

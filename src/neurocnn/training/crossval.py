@@ -179,6 +179,7 @@ def run_cv(
     out = Path(out)
     check_search(config)  # before anything is written or trained
     cache = open_cache(config.cache)
+    S.check_two_classes(cache.manifest, cache.path)  # before anything is written or trained
     config = resolve(config, cache)
     make_network(config, cache)  # a user error (model, shape, transfer source) stops here, not per fold
     check_source_cohort(config, cache)  # a transfer source must not have seen the target's subjects

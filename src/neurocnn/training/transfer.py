@@ -152,19 +152,18 @@ def check_source_cohort(config: ExperimentConfig, cache: PreparedCohort) -> None
     from neurocnn.evaluation.predict import cache_leakage  # evaluation reads the run folder layout
     from neurocnn.training.runfolder import RunFolder
 
-    problems = cache_leakage(RunFolder(run), cache)
-    same_files = [p for p in problems if not p.startswith("participant ")]
-    if same_files:
-        pids = list(dict.fromkeys(p.split(":", 1)[0] for p in same_files))
+    found = cache_leakage(RunFolder(run), cache)
+    if found.scans:
+        pids = list(found.scans)
         raise NeuroCNNError(
             f"transfer source {run} was trained on image files of {len(pids)} subject(s) of the target "
             f"cohort {cache.path} ({', '.join(pids[:5])}{', …' if len(pids) > 5 else ''}); pre-train "
             "the source on a different cohort"
         )
-    if problems:  # ids alone: BIDS cohorts share ids like sub-01 without sharing anyone
+    if found.ids:  # ids alone: BIDS cohorts share ids like sub-01 without sharing anyone
         warnings.warn(
-            f"transfer source {run} was trained on {len(problems)} participant id(s) that the target "
-            f"cohort {cache.path} also has (e.g. {problems[0].split()[1]}), with other image files; "
+            f"transfer source {run} was trained on {len(found.ids)} participant id(s) that the target "
+            f"cohort {cache.path} also has (e.g. {next(iter(found.ids))}), with other image files; "
             "if they are the same people, the source has seen the target's test subjects",
             UserWarning,
             stacklevel=2,
