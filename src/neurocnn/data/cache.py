@@ -62,17 +62,22 @@ class PreparedCohort:
         files = self.info.get("subject_files")
         return None if files is None else any("mask" in f for f in files)
 
-    def voxel_sizes(self) -> np.ndarray | None:
-        """Voxel sizes (mm) of the prepared grid shared by every subject; None when unknown or when
-        subjects' differ."""
+    def subject_voxel_sizes(self) -> np.ndarray | None:
+        """Voxel sizes (mm) of each subject's prepared grid, (N, 3) from ``affines.npy`` (one row
+        from the common affine when that file is unreadable); None when neither is known."""
         from nibabel.affines import voxel_sizes
 
         try:
-            affines = self.affines() if self.affine is None else self.affine[None]
+            affines = self.affines()
         except (OSError, ValueError):
-            return None
-        sizes = np.array([voxel_sizes(a) for a in affines])
-        if not len(sizes) or not np.allclose(sizes, sizes[0], atol=1e-3):
+            affines = None if self.affine is None else self.affine[None]
+        return None if affines is None else np.array([voxel_sizes(a) for a in affines])
+
+    def voxel_sizes(self) -> np.ndarray | None:
+        """Voxel sizes (mm) of the prepared grid shared by every subject; None when unknown or when
+        subjects' differ."""
+        sizes = self.subject_voxel_sizes()
+        if sizes is None or not len(sizes) or not np.allclose(sizes, sizes[0], atol=1e-3):
             return None
         return sizes[0]  # type: ignore[no-any-return]
 

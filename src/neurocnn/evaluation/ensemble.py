@@ -66,7 +66,7 @@ def check_compatible(data: dict[str, Any], cache: PreparedCohort) -> None:
             "cohort, and the scans are prepared like the run's"
         )
     trained = training_voxel_sizes(data)
-    sizes = _subject_voxel_sizes(cache)
+    sizes = cache.subject_voxel_sizes()
     if trained is not None and sizes is not None:
         off = np.flatnonzero(~np.isclose(sizes, trained, atol=1e-3).all(axis=1))
         if len(off):
@@ -77,16 +77,6 @@ def check_compatible(data: dict[str, Any], cache: PreparedCohort) -> None:
                 f"{mm(trained)} mm; give its table (--cohort TABLE) instead of a prepared cohort, "
                 "and the scans are prepared like the run's"
             )
-
-
-def _subject_voxel_sizes(cache: PreparedCohort) -> np.ndarray | None:
-    from nibabel.affines import voxel_sizes
-
-    try:
-        affines = cache.affines()
-    except (OSError, ValueError):
-        affines = None if cache.affine is None else cache.affine[None]
-    return None if affines is None else np.array([voxel_sizes(a) for a in affines])
 
 
 def majority_vote(preds: np.ndarray, mean_prob: np.ndarray) -> np.ndarray:

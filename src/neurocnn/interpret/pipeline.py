@@ -44,9 +44,8 @@ from neurocnn.interpret.attribution import predicted_classes
 from neurocnn.interpret.perturbation import PerturbationConfig
 from neurocnn.interpret.runs import (
     FoldModel,
-    finished_folds,
     load_checkpoint_model,
-    load_run_models,
+    load_finished_models,
     pick_subjects,
 )
 from neurocnn.models.allocator import roomy_allocator
@@ -247,8 +246,7 @@ def interpret_run(
 
     Failed and unfinished folds are skipped, and listed in the summary (``skipped_folds``)."""
     guard.check_output(Path(out), overwrite, [run])  # before the models are loaded
-    _, skipped = finished_folds(run, repeat=options.repeat, folds=options.folds)
-    models, cache = load_run_models(run, repeat=options.repeat, folds=options.folds)
+    models, cache, skipped = load_finished_models(run, repeat=options.repeat, folds=options.folds)
     if skipped and progress:
         for name, why in skipped.items():
             print(f"{name} skipped: {why}", flush=True)

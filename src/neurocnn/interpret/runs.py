@@ -17,7 +17,14 @@ from torch import nn
 
 from neurocnn.errors import NeuroCNNError
 
-__all__ = ["FoldModel", "finished_folds", "load_checkpoint_model", "load_run_models", "pick_subjects"]
+__all__ = [
+    "FoldModel",
+    "finished_folds",
+    "load_checkpoint_model",
+    "load_finished_models",
+    "load_run_models",
+    "pick_subjects",
+]
 
 
 @dataclass
@@ -86,6 +93,14 @@ def load_run_models(
 ) -> tuple[list[FoldModel], Any]:
     """The best model of each finished outer fold of ``repeat`` (`finished_folds`) with its test
     rows, and the run's prepared cache."""
+    models, cache, _ = load_finished_models(run, repeat=repeat, folds=folds)
+    return models, cache
+
+
+def load_finished_models(
+    run: Path | str, *, repeat: int = 0, folds: tuple[int, ...] | None = None
+) -> tuple[list[FoldModel], Any, dict[str, str]]:
+    """`load_run_models`, and why each other fold was skipped (`finished_folds`)."""
     from neurocnn.data.cache import open_cache
     from neurocnn.data.splits import load_splits, split_indices
     from neurocnn.training.module import build_network
@@ -109,7 +124,7 @@ def load_run_models(
         net.load_state_dict(load_state(ckpt))
         test = np.sort(split_indices(table, repeat, fold)["test"])
         models.append(FoldModel(fold_name(repeat, fold), net.eval(), test))
-    return models, cache
+    return models, cache, skipped
 
 
 def load_checkpoint_model(
