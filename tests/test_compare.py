@@ -133,6 +133,18 @@ def test_mcnemar_and_holm():
     table = [[20, 10], [5, 5]]
     assert r["p_value"] == pytest.approx(sm.mcnemar(table, exact=True).pvalue)
     assert holm([0.01, np.nan, 0.04, 0.03]).round(3).tolist()[::2] == [0.03, 0.06]
+    # as many discordant subjects each way: no evidence at all (the correction must not go below 0)
+    half = np.r_[np.ones(15, bool), np.zeros(15, bool)]
+    tie = mcnemar_test(half, ~half)
+    assert tie["method"].startswith("chi-square") and tie["statistic"] == 0 and tie["p_value"] == 1.0
+
+
+def test_corrected_t_test_without_variance_reports_no_p_value():
+    """The same non-zero difference in every fold: the t statistic is infinite, and p = 0 would claim
+    a certainty that a handful of folds cannot give."""
+    r = corrected_resampled_ttest([0.1, 0.1, 0.1], 1 / 9)
+    assert r["t"] == np.inf and np.isnan(r["p_value"])
+    assert corrected_resampled_ttest([0.0, 0.0, 0.0], 1 / 9)["p_value"] == 1.0
 
 
 def _write_run(folder, y, prob, folds, classes, *, repeat=0, names=True, summary=True):
@@ -179,6 +191,8 @@ def test_compare_table_and_pairs(tmp_path):
     assert flipped["difference"] == pytest.approx(-strong["difference"])
     assert (flipped["ci_low"], flipped["ci_high"]) == pytest.approx((-strong["ci_high"], -strong["ci_low"]))
     assert flipped["p_ttest"] == strong["p_ttest"]
+    assert (flipped["a_value"], flipped["b_value"]) == (strong["b_value"], strong["a_value"])
+    assert flipped["t"] == pytest.approx(-strong["t"])
     assert result.pair("cnn", "svm", "balanced_accuracy")["difference"] == strong["difference"]
     assert result.pair("cnn", "nobody", "auc") is None
     assert np.isnan(pair.loc[("cnn", "shuffled", "auc"), "p_ttest"])  # different folds: no t-test
@@ -286,3 +300,33 @@ def test_runs_of_different_tasks_or_subjects_are_refused(tmp_path):
     c = _write_run(tmp_path / "c", 1 - y, _scores(rng, y, 1), np.arange(20) % 2, ["F", "M"])
     with pytest.raises(NeuroCNNError, match="disagree on the label"):
         compare_runs([a, c], n_permutations=10, n_boot=10)
+
+
+def test_corrected_t_test_does_not_depend_on_the_order_of_the_runs(tmp_path):
+    """One run trained on a 20 % subset of each training fold: its n_test / n_train is larger than the
+    full run's. The comparison takes the larger (conservative) ratio whichever run is named first."""
+    from neurocnn.data.splits import kfold, save_splits, subsample
+
+    rng = np.random.default_rng(3)
+    n = 100
+    manifest = pd.DataFrame(
+        {"index": np.arange(n), "participant_id": [f"sub-{i:03d}" for i in range(n)],
+         "session_id": "", "label_index": rng.permutation(np.arange(n) % 2)}
+    )  # fmt: skip
+    full = kfold(manifest, 10, val_fraction=0.0, seed=0)
+    small = subsample(full, 0.2, seed=0)
+    test = full[full["role"] == "test"].sort_values("participant_id")
+    y = test["label_index"].to_numpy()
+    folds = test["fold"].to_numpy()
+    runs = []
+    for name, table, strength in (("full", full, 1.0), ("subset", small, 0.6)):
+        folder = _write_run(tmp_path / name, y, _scores(rng, y, strength), folds, ["a", "b"])
+        save_splits(table, folder / "splits.tsv")
+        runs.append(folder)
+    forward = compare_runs(runs, metrics=["auc"], n_permutations=50, n_boot=20)
+    backward = compare_runs(runs[::-1], metrics=["auc"], n_permutations=50, n_boot=20)
+    f, b = forward.pairs.iloc[0], backward.pairs.iloc[0]
+    assert f["test_train_ratio"] == pytest.approx(b["test_train_ratio"])
+    assert f["p_ttest"] == pytest.approx(b["p_ttest"])
+    n_small_train = small[(small["fold"] == 0) & (small["role"] != "test")]["participant_id"].nunique()
+    assert f["test_train_ratio"] == pytest.approx(10 / n_small_train, rel=0.2)

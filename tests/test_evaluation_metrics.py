@@ -61,7 +61,11 @@ def test_a_class_absent_from_the_test_set_does_not_count_as_a_miss():
         assert m["sensitivity"] == m["precision"] == m["f1"] == 1.0
     wrong = np.eye(3)[[0, 1, 2, 2]]  # one subject predicted as the absent class 1
     a, b = classification_metrics(y, wrong), fast_metrics(y, wrong, wrong.argmax(1))
-    assert a["sensitivity"] == pytest.approx(b["sensitivity"]) == pytest.approx((0.5 + 0 + 1) / 3)
+    # the recall of the absent class 1 is undefined (0 / 0), not 0: sensitivity = balanced accuracy
+    assert a["sensitivity"] == pytest.approx(b["sensitivity"]) == pytest.approx((0.5 + 1) / 2)
+    assert a["sensitivity"] == pytest.approx(a["balanced_accuracy"])
+    # precision and F1 keep scikit-learn's default: the predicted class 1 has precision 0
+    assert a["precision"] == pytest.approx(b["precision"]) == pytest.approx((1 + 0 + 1) / 3)
     controls = np.zeros(5, dtype=int)
     for m in (
         classification_metrics(controls, np.eye(2)[controls]),
@@ -72,6 +76,16 @@ def test_a_class_absent_from_the_test_set_does_not_count_as_a_miss():
     y3, guess = np.array([0, 0, 0, 1, 1, 1]), np.array([0, 1, 1, 0, 0, 1])  # 2 of 6 right
     for m in (classification_metrics(y3, np.eye(3)[guess], guess), fast_metrics(y3, np.eye(3)[guess], guess)):
         assert m["specificity"] == pytest.approx(1 / 3) == pytest.approx(m["sensitivity"])
+
+
+def test_non_finite_probabilities_are_refused():
+    """A NaN row would be dropped or corrupt every bootstrap resample silently."""
+    y = np.array([0, 1, 0, 1])
+    prob = np.array([[0.9, 0.1], [0.2, 0.8], [np.nan, np.nan], [0.4, 0.6]])
+    with pytest.raises(ValueError, match="1 rows with NaN"):
+        classification_metrics(y, prob)
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap_ci(y, prob, n_boot=10)
 
 
 def test_auc_undefined_with_one_class():

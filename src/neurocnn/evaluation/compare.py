@@ -93,7 +93,8 @@ class Comparison:
     def pair(self, a: str, b: str, metric: str) -> dict[str, Any] | None:
         """The A − B row of one metric whichever way round it was computed (None: not compared).
 
-        Differences and CI bounds change sign when the stored pair is B − A; p-values do not.
+        Differences, CI bounds and t change sign, and the two values swap, when the stored pair is
+        B − A; p-values do not.
         """
         if self.pairs.empty:  # a single run: the table has no columns at all
             return None
@@ -104,13 +105,17 @@ class Comparison:
             if not rows.empty:
                 row = rows.iloc[0].to_dict()
                 low, high = sorted((sign * row["ci_low"], sign * row["ci_high"]))
+                values = (row["a_value"], row["b_value"])
                 return {
                     **row,
                     "a": a,
                     "b": b,
+                    "a_value": values[0] if sign > 0 else values[1],
+                    "b_value": values[1] if sign > 0 else values[0],
                     "difference": sign * row["difference"],
                     "ci_low": low,
                     "ci_high": high,
+                    "t": sign * row["t"],
                 }
         return None
 
@@ -264,7 +269,11 @@ def compare_pair(
     if design == "cross-validation" and same_folds:
         positions = both.groupby(["repeat", "fold_a"], sort=True).indices
         fold_a, fold_b = _fold_metrics(positions, y, pa, da), _fold_metrics(positions, y, pb, db)
-        ratio = _test_train_ratio(both.rename(columns={"fold_a": "fold"}), _split_table(a, b))
+        # n_test / n_train of each run's own split table (one may have trained on a --subset): the
+        # larger, the conservative correction, so that `compare A B` and `compare B A` agree
+        table = both.rename(columns={"fold_a": "fold"})
+        ratios = [_test_train_ratio(table, _split_table(run)) for run in (a, b)]
+        ratio = float(np.nanmax(ratios)) if np.isfinite(ratios).any() else np.nan
         if not np.isfinite(ratio):
             notes.append(
                 f"{a.name} vs {b.name}: no corrected t-test: the training-set size is unknown (each "

@@ -46,6 +46,9 @@ def _check(y_true: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"prob must be (n, K) with n = {len(y)} rows, got {p.shape}")
     if len(y) and (y.min() < 0 or y.max() >= p.shape[1]):
         raise ValueError(f"labels must be class indices in [0, {p.shape[1]}), got {sorted(set(y))}")
+    if not np.isfinite(p).all():
+        bad = int((~np.isfinite(p)).any(axis=1).sum())
+        raise ValueError(f"prob has {bad} rows with NaN or infinite values")
     return y, p
 
 
@@ -91,8 +94,9 @@ def classification_metrics(
     pred = p.argmax(axis=1) if y_pred is None else np.asarray(y_pred, dtype=np.int64)
     if len(y) == 0:
         return dict.fromkeys(METRICS, float("nan"))
-    # Macro averages run over the classes that occur (true or predicted), as scikit-learn's own
-    # default: a class absent from a test set must not count as a recall of 0.
+    # Precision and F1 average over the classes that occur (true or predicted), as scikit-learn's
+    # default; sensitivity (recall) over the true classes only: a class absent from a test set must
+    # not count as a recall of 0 (more than two classes: sensitivity = balanced accuracy).
     labels = np.arange(k) if k == 2 else np.union1d(np.unique(y), np.unique(pred))
     average = "binary" if k == 2 else "macro"
     with warnings.catch_warnings():
@@ -102,8 +106,10 @@ def classification_metrics(
             "accuracy": float(skm.accuracy_score(y, pred)),
             "balanced_accuracy": float(np.mean(_recalls(y, pred, k))),
             "sensitivity": (
-                float(skm.recall_score(y, pred, labels=labels, average=average, zero_division=0))
-                if k > 2 or np.any(y == 1)
+                float(np.mean(_recalls(y, pred, k)))
+                if k > 2
+                else float(skm.recall_score(y, pred, zero_division=0))
+                if np.any(y == 1)
                 else float("nan")  # no positive subject: sensitivity is undefined, not 0
             ),
             "specificity": specificity(y, pred, k),
@@ -195,7 +201,7 @@ def fast_metrics(y: np.ndarray, prob: np.ndarray, pred: np.ndarray) -> dict[str,
         sens, precision, f1_value = (recall[1] if present[1] else np.nan), prec[1], f1[1]
     else:
         used = present | (predicted > 0)
-        sens, precision, f1_value = recall[used].mean(), prec[used].mean(), f1[used].mean()
+        sens, precision, f1_value = recall[present].mean(), prec[used].mean(), f1[used].mean()
     return {
         "accuracy": float(tp.sum() / n),
         "balanced_accuracy": float(recall[present].mean()),

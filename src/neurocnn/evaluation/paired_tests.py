@@ -63,6 +63,9 @@ def corrected_resampled_ttest(
     if not np.isfinite(test_train_ratio) or test_train_ratio < 0:  # unknown: no test, never p = 0
         return {"mean": mean, "t": float("nan"), "df": j - 1, "p_value": float("nan"), "n": j}
     scale = (1.0 / j + float(test_train_ratio)) * var
+    if np.ptp(d) == 0 and mean != 0:  # the same non-zero difference in every fold: no p, never p = 0
+        t_inf = float(np.sign(mean) * np.inf)
+        return {"mean": mean, "t": t_inf, "df": j - 1, "p_value": float("nan"), "n": j}
     t = _ratio(mean, scale)
     p = float(2 * stats.t.sf(abs(t), j - 1))
     return {"mean": mean, "t": float(t), "df": j - 1, "p_value": p, "n": j}
@@ -200,7 +203,7 @@ def mcnemar_test(
     if use_exact:
         p = float(stats.binomtest(b, n, 0.5).pvalue)
         return {"b": b, "c": c, "statistic": float(b), "p_value": min(1.0, p), "method": "exact binomial"}
-    chi2 = (abs(b - c) - 1) ** 2 / n
+    chi2 = max(abs(b - c) - 1, 0) ** 2 / n  # b = c: no evidence (statistic 0), not 1/n
     return {"b": b, "c": c, "statistic": float(chi2), "p_value": float(stats.chi2.sf(chi2, 1)),
             "method": "chi-square with continuity correction"}  # fmt: skip
 
