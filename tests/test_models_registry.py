@@ -111,6 +111,31 @@ def test_multimodal_model_takes_exactly_its_modalities() -> None:
     assert net.gradcam_layer == net.gradcam_layers[0]
 
 
+def test_multimodal_head_takes_the_head_options_and_the_family_init() -> None:
+    """S1's joint head: FC(hidden) with the given dropout, glorot-uniform weights and zero biases
+    like every other layer of S1 (PyTorch's default would leave biases non-zero and weights within
+    1/sqrt(fan_in), well inside glorot's range); a reset head is initialised the same way, and so is
+    the new last layer of a transferred DenseNet (zero bias, as S4's family)."""
+    torch.manual_seed(0)
+    net = models.build("sequential_3", modalities=3, hidden=64, dropout=0.2, input_shape=(27, 27, 27))
+    fc1, drop, fc2 = net.head[0], net.head[2], net.head[3]
+    assert fc1.out_features == 64 and drop.p == 0.2
+    for layer in (fc1, fc2):
+        bound = (6 / (layer.in_features + layer.out_features)) ** 0.5
+        assert torch.all(layer.bias == 0)
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+    net.reset_head(3)
+    new = net.head[3]
+    assert new.out_features == 3 and net.num_classes == 3 and torch.all(new.bias == 0)
+    assert new.weight.abs().max() > 0.9 * (6 / (64 + 3)) ** 0.5
+    single = models.build("sequential_3", input_shape=(27, 27, 27))
+    single.reset_head(4)
+    assert torch.all(single.head.fc2.bias == 0)
+    dense = models.build("densenet121", input_shape=(15, 29, 29))
+    dense.reset_head(3)
+    assert torch.all(dense.classifier.bias == 0)
+
+
 def test_multimodal_with_several_channels_per_modality() -> None:
     net = models.build("mrinet", modalities=2, in_channels=2, input_shape=(22, 22, 22)).eval()
     assert net(torch.randn(1, 4, 22, 22, 22)).shape == (1, 2)

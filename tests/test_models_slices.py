@@ -43,17 +43,19 @@ def test_slices_are_taken_along_the_requested_axis(axis: int) -> None:
 
 def test_majority_vote_and_mean_probability() -> None:
     net = models.build("resnet34_2d", input_shape=(16, 16, 4)).eval()
-    # subject 0: 3 of 4 slices say class 1; subject 1: a 2-2 tie with class 0 more confident
+    # subject 0: 3 of 4 slices say class 1; subjects 1 and 2: 2-2 ties, class 0 or class 1 the
+    # more confident: S4 calls a subject positive only when more than half of its slices are
     fixed = torch.tensor(
         [
             [[0.0, 1.0], [0.0, 2.0], [0.0, 1.0], [3.0, 0.0]],
             [[5.0, 0.0], [4.0, 0.0], [0.0, 0.5], [0.0, 0.5]],
+            [[0.5, 0.0], [0.5, 0.0], [0.0, 5.0], [0.0, 4.0]],
         ]
     )
     net.slice_logits = lambda _x: fixed  # type: ignore[method-assign]
-    vote = net.vote(torch.zeros(2, 1, 16, 16, 4))
-    assert vote.prediction.tolist() == [1, 0]
-    assert vote.votes.tolist() == [[1, 3], [2, 2]]
+    vote = net.vote(torch.zeros(3, 1, 16, 16, 4))
+    assert vote.prediction.tolist() == [1, 0, 0]
+    assert vote.votes.tolist() == [[1, 3], [2, 2], [2, 2]]
     torch.testing.assert_close(vote.probability, torch.softmax(fixed, -1).mean(1))
 
 

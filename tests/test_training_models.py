@@ -79,3 +79,29 @@ def test_slice_models_train_on_slices_and_vote_per_subject(tmp_path):
     vote = net.vote(x)
     assert np.allclose(probs, vote.probability.numpy(), atol=1e-6)
     assert preds.tolist() == vote.prediction.tolist()
+
+
+def test_slice_models_are_validated_on_their_vote(tmp_path):
+    """Checkpoints are chosen on validation balanced accuracy: for a slice model that must be the
+    decision it makes at test time (the vote over slices), not the arg-max of its mean slice logits."""
+    cache = open_cache(write_cache(tmp_path / "cache", 4, effect=3.0))
+    cfg = parse_config(tiny_config(cache.path, model={"name": "resnet34_2d"}))
+    net = build_network(cfg, cache.shape, 2).eval()
+    x = torch.from_numpy(np.array(cache.array()[:2]))
+    s = net.slice_logits(x).shape[1]
+    # subject 0: most slices weakly say class 1, two say class 0 strongly; subject 1 the reverse
+    fixed = torch.zeros(2, s, 2)
+    fixed[0, :, 1], fixed[0, :2] = 0.2, torch.tensor([9.0, 0.0])
+    fixed[1, :, 0], fixed[1, :2] = 0.2, torch.tensor([0.0, 9.0])
+    net.slice_logits = lambda _x: fixed  # type: ignore[method-assign]
+    assert net(x).argmax(1).tolist() == [0, 1] and net.vote(x).prediction.tolist() == [1, 0]
+    module = Classifier(net, cfg, weights=None)
+    logged: dict[str, float] = {}
+    module.log_dict = lambda values, **k: logged.update({n: float(v) for n, v in values.items()})
+    module._log_epoch = lambda: None  # outside a Trainer
+    module._trainer = type(
+        "T", (), {"state": type("S", (), {"fn": "validate"})(), "sanity_checking": False}
+    )()
+    module.validation_step((x, torch.tensor([1, 0]), torch.arange(2)), 0)
+    module.on_validation_epoch_end()
+    assert logged["val_balanced_accuracy"] == 1.0 and logged["val_accuracy"] == 1.0

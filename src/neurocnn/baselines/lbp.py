@@ -7,8 +7,9 @@ separately over each region of an atlas, and the counts are turned into frequenc
 size does not enter the features; one subject gives one vector of ``n_bins × regions × modalities``.
 
 scikit-image recommends integer images: each volume is quantised to 256 grey levels between its
-0.5th and 99.5th brain percentiles before the patterns are computed (the patterns compare a voxel
-with its neighbours, so any increasing map of the intensities gives the same codes up to ties).
+0.5th and 99.5th brain percentiles before the patterns are computed. The patterns compare a voxel
+with its neighbours, whose diagonal ones scikit-image interpolates bilinearly, so a linear rescale
+keeps the codes except where rounding or clipping changes an order; a non-linear one does not.
 """
 
 from __future__ import annotations

@@ -269,34 +269,43 @@ class NeuroNet(nn.Module):
                 f"voxels, got {fmt_shape(spatial)}; pad or resample the volumes"
             )
 
+    def init_new_layers(self, module: nn.Module) -> None:
+        """Initialise layers made after construction (a new or multimodal head) as this family
+        initialises its own; PyTorch's defaults unless a subclass says otherwise."""
+
     def reset_head(self, num_classes: int | None) -> nn.Module:
         """Replace the final classification layer (a fresh Linear), or drop it with None.
 
-        Transfer learning (S4) moves a trained backbone to a new task with a new last layer.
+        Transfer learning (S4) moves a trained backbone to a new task with a new last layer, which
+        is initialised as the family initialises its own (`init_new_layers`).
         Returns the new module. With None the model returns its `feature_dim` embedding.
         """
         old = getattr(self, self.head_name)
         if num_classes is None:
             new: nn.Module = nn.Identity()
         else:
-            new = _replace_last_linear(old, int(num_classes))
+            new, fresh = _replace_last_linear(old, int(num_classes))
+            self.init_new_layers(fresh)
             self.num_classes = int(num_classes)
         setattr(self, self.head_name, new)
         return new
 
 
-def _replace_last_linear(head: nn.Module, num_classes: int) -> nn.Module:
+def _replace_last_linear(head: nn.Module, num_classes: int) -> tuple[nn.Module, nn.Linear]:
+    """The head with its last Linear replaced by a fresh one, and that fresh layer."""
     if isinstance(head, nn.Linear):
-        return nn.Linear(head.in_features, num_classes)
+        fresh = nn.Linear(head.in_features, num_classes)
+        return fresh, fresh
     if isinstance(head, nn.Sequential):
         layers = list(head.named_children())
         for idx in range(len(layers) - 1, -1, -1):
             key, layer = layers[idx]
             if isinstance(layer, nn.Linear):
+                fresh = nn.Linear(layer.in_features, num_classes)
                 new = nn.Sequential()
                 for k, m in layers:
-                    new.add_module(k, nn.Linear(layer.in_features, num_classes) if k == key else m)
-                return new
+                    new.add_module(k, fresh if k == key else m)
+                return new, fresh
     raise TypeError(f"cannot find the last Linear layer in {type(head).__name__}")
 
 
@@ -308,7 +317,8 @@ class MultiBranch(nn.Module):
 
     Each branch is a single-modality network of the same architecture without its head; its
     flattened embedding (`forward_features`) is concatenated with the others and passed to
-    FC(`hidden`) → ReLU → Dropout → FC(num_classes).
+    FC(`hidden`) → ReLU → Dropout → FC(num_classes), initialised as the branches' family
+    initialises its layers (S1: glorot-uniform weights, zero biases).
 
     Inputs: either one tensor per modality, ``model(x1, x2, x3)``, each (B, C, *spatial), or one
     tensor (B, k·C, *spatial) holding the modalities one after another along the channel axis,
@@ -345,6 +355,7 @@ class MultiBranch(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
+        first.init_new_layers(self.head)
         self.gradcam_layers = [f"branches.{i}.{b.gradcam_layer}" for i, b in enumerate(branches)]
         self.gradcam_layer = self.gradcam_layers[0]
 
@@ -372,9 +383,12 @@ class MultiBranch(nn.Module):
         return self.head(self.forward_features(*inputs))
 
     def reset_head(self, num_classes: int | None) -> nn.Module:
-        self.head = (
-            nn.Identity() if num_classes is None else _replace_last_linear(self.head, int(num_classes))
-        )
+        if num_classes is None:
+            self.head = nn.Identity()
+        else:
+            self.head, fresh = _replace_last_linear(self.head, int(num_classes))
+            self.branches[0].init_new_layers(fresh)  # type: ignore[operator]
+            self.num_classes = int(num_classes)
         return self.head
 
 

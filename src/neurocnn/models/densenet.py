@@ -243,6 +243,9 @@ class DenseNet(NeuroNet):
         self.memory_efficient = memory_efficient
         self._set_channels_last(channels_last)
 
+    def init_new_layers(self, module: nn.Module) -> None:
+        kaiming_init(module)
+
     def forward_features(self, x: Tensor) -> Tensor:
         x = self._in_layout(x)
         lean = self.memory_efficient and self.training and torch.is_grad_enabled()

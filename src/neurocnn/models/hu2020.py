@@ -209,6 +209,9 @@ class Hu2020Net(NeuroNet):
         glorot_init(self)
         self._set_channels_last(channels_last)
 
+    def init_new_layers(self, module: nn.Module) -> None:
+        glorot_init(module)
+
     def forward_features(self, x: Tensor) -> Tensor:
         # flatten orders the features logically (C, D, H, W) whatever the memory layout
         return torch.flatten(self.features(self._in_layout(x)), 1)

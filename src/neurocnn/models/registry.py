@@ -195,7 +195,9 @@ def build(
             f"{name} has no multimodal version; stack the modalities as channels instead "
             f"(in_channels={k * in_channels}, modalities=None)"
         )
-    return MultiBranch([one() for _ in range(k)], num_classes)
+    # the joint head takes the head's options (the branches' own heads are dropped)
+    head = {key: options[key] for key in ("hidden", "dropout") if key in options}
+    return MultiBranch([one() for _ in range(k)], num_classes, **head)
 
 
 def count_parameters(model: nn.Module | str, **build_kwargs: Any) -> int:

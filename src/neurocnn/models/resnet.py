@@ -186,6 +186,9 @@ class ResNet(NeuroNet):
         kaiming_init(self)
         self._set_channels_last(channels_last)
 
+    def init_new_layers(self, module: nn.Module) -> None:
+        kaiming_init(module)
+
     def forward_features(self, x: Tensor) -> Tensor:
         x = self._in_layout(x)
         x = self.maxpool(bn_relu(self.bn1, self.relu, self.conv1(x)))

@@ -46,7 +46,8 @@ def _rephrase_too_small(exc: InputTooSmall, volume: Sequence[int], axis: int, ho
 class SliceVote:
     """Subject-level result of a slice-wise model.
 
-    prediction: (B,) class with most slice votes (ties → higher mean probability);
+    prediction: (B,) class with most slice votes (two classes: positive only with more than half
+        of the votes; more classes: ties → higher mean probability);
     probability: (B, K) mean over slices of the softmax probabilities (use it for the AUC);
     votes: (B, K) number of slices voting for each class.
     """
@@ -146,11 +147,20 @@ class SliceModel(NeuroNet):
     @torch.no_grad()
     def vote(self, x: Tensor) -> SliceVote:
         """Majority vote over slices per subject, and the mean slice probability."""
-        probs = F.softmax(self.slice_logits(x), dim=-1)  # (B, S, K)
+        return self.vote_from_logits(self.slice_logits(x))
+
+    @staticmethod
+    def vote_from_logits(slice_logits: Tensor) -> SliceVote:
+        """The vote of `vote` from slice logits (B, S, K) already computed (validation uses both)."""
+        probs = F.softmax(slice_logits.float(), dim=-1)  # (B, S, K)
         votes = F.one_hot(probs.argmax(-1), probs.shape[-1]).sum(dim=1)  # (B, K)
         mean = probs.mean(dim=1)
-        # Ties between classes are broken by the mean probability (a tiny, bounded bonus).
-        prediction = (votes.to(mean.dtype) + 0.5 * mean).argmax(-1)
+        if probs.shape[-1] == 2:
+            # S4's rule: positive only when more than half of the slices are (a tie is negative)
+            prediction = (2 * votes[:, 1] > votes.sum(dim=1)).long()
+        else:
+            # more classes: ties between the most voted are broken by the mean probability
+            prediction = (votes.to(mean.dtype) + 0.5 * mean).argmax(-1)
         return SliceVote(prediction=prediction, probability=mean, votes=votes)
 
     def reset_head(self, num_classes: int | None) -> nn.Module:

@@ -80,7 +80,7 @@ class Classifier(L.LightningModule):
         self.seed = seed
         self.slices = is_slice_model(net)
         self.register_buffer("weights", weights, persistent=False)
-        self._val: list[tuple[Tensor, Tensor]] = []
+        self._val: list[tuple[Tensor, Tensor, Tensor]] = []
         self._plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
         self._plateau_state: dict[str, Any] | None = None  # from a checkpoint, before it exists
         # the epoch's training loss, summed over subjects (see _log_epoch)
@@ -154,7 +154,15 @@ class Classifier(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y, _ = batch
-        self._val.append((self.net(x).float().detach(), y.detach()))
+        if hasattr(self.net, "vote_from_logits"):
+            # a slice model decides by its vote over slices at test time: select checkpoints on the
+            # same decision (the loss stays that of the mean slice logits, which training minimises)
+            slices = self.net.slice_logits(x).float().detach()
+            pred = self.net.vote_from_logits(slices).prediction
+            self._val.append((slices.mean(dim=1), y.detach(), pred))
+            return
+        logits = self.net(x).float().detach()
+        self._val.append((logits, y.detach(), logits.argmax(1)))
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.state.fn == "fit":
@@ -163,8 +171,8 @@ class Classifier(L.LightningModule):
             return
         logits = torch.cat([v[0] for v in self._val])
         y = torch.cat([v[1] for v in self._val])
+        pred = torch.cat([v[2] for v in self._val])
         self._val.clear()
-        pred = logits.argmax(1)
         recalls = [(pred[y == c] == c).float().mean() for c in torch.unique(y)]
         values = {
             "val_loss": self.loss(logits, y),
