@@ -47,17 +47,19 @@ RESULTS = ROOT / "benchmarks" / "results" / "interpret.md"
 SHAPE = (58, 70, 58)
 
 
-def load_model_and_inputs(n: int) -> tuple[torch.nn.Module, torch.Tensor, str]:
-    ckpt = RUN / "folds" / "r0_f0" / "best.ckpt"
+def load_model_and_inputs(n: int, run: Path = RUN) -> tuple[torch.nn.Module, torch.Tensor, str]:
+    ckpt = run / "folds" / "r0_f0" / "best.ckpt"
     if ckpt.exists():
         from neurocnn.interpret.runs import load_run_models
 
-        models, cache = load_run_models(RUN, folds=(0,))
+        models, cache = load_run_models(run, folds=(0,))
         rows = models[0].test[:n] if n <= len(models[0].test) else models[0].test
         x = torch.from_numpy(np.asarray(cache.array()[rows], dtype=np.float32))
         if len(x) < n:  # more maps than test subjects: repeat them (the cost per map is the same)
             x = x.repeat(int(np.ceil(n / len(x))), 1, 1, 1, 1)[:n]
-        return models[0].net, x, f"trained MriNet ({ckpt.relative_to(ROOT)}), its test subjects"
+        where = ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt
+        name = type(models[0].net).__name__
+        return models[0].net, x, f"trained {name} ({where}, input {tuple(x.shape[2:])}), its test subjects"
     torch.manual_seed(0)
     return build("mrinet"), torch.rand(n, 1, *SHAPE), "randomly initialised MriNet, random volumes"
 
@@ -126,11 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref-steps", type=int, default=5)
     p.add_argument("--maps", type=int, default=100, help="subjects for Grad-CAM + guided backprop")
     p.add_argument("--no-full", action="store_true", help="skip the full-length (300-step) comparison")
+    p.add_argument("--full-subjects", type=int, default=1, help="subjects run for all 300 steps too")
+    p.add_argument(
+        "--variants",
+        default="default,batch,bf16",
+        help="Meaningful Perturbation configurations to time (default,batch,bf16; the first is the "
+        "one compared with the full-length run)",
+    )
+    p.add_argument("--run", type=Path, default=RUN, help="a trained run folder (fold 0 is explained)")
     args = p.parse_args(argv)
     if args.quick:
         args.mp_subjects, args.ref_steps, args.maps, args.no_full = 1, 2, 20, True
     load_before = os.getloadavg()
-    net, x, what = load_model_and_inputs(max(args.maps, args.mp_subjects))
+    net, x, what = load_model_and_inputs(max(args.maps, args.mp_subjects), args.run)
     cfg = PerturbationConfig()
     print(f"model: {what}; torch threads {torch.get_num_threads()}; load {load_before}", flush=True)
 
@@ -147,18 +157,23 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- Meaningful Perturbation ----------------------------------------------------------------
     xs = x[: args.mp_subjects]
-    runs = {
+    variants = {
         # at 58×70×58 the CPU default is 2 jitters per pass (the RESULTS rows before 2026-12-07: 1)
-        "ours, default (float32; jitters per CPU pass by volume size)": cfg,
-        "ours, 10 jitters as one batch (float32)": cfg.model_copy(update={"jitter_batch": 10}),
-        "ours, `precision='bfloat16'`": cfg.model_copy(update={"precision": "bfloat16"}),
+        "default": ("ours, default (float32; jitters per CPU pass by volume size)", cfg),
+        "batch": ("ours, 10 jitters as one batch (float32)", cfg.model_copy(update={"jitter_batch": 10})),
+        "bf16": ("ours, `precision='bfloat16'`", cfg.model_copy(update={"precision": "bfloat16"})),
     }
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in variants]
+    if unknown or not chosen:
+        p.error(f"--variants: unknown {unknown}; choose from {', '.join(variants)}")
+    runs = dict(variants[v] for v in chosen)
     timed = {}
     for name, c in runs.items():
         timed[name] = timed_mp(net, xs, c)
         print(f"{name}: {timed[name]['wall']:.0f} s/subject, steps {timed[name]['steps']}", flush=True)
     ours = timed[next(iter(runs))]
-    bf16 = timed["ours, `precision='bfloat16'`"]
+    bf16 = timed.get(variants["bf16"][0])
     c0 = cpu_seconds()
     ref_step = sequential_reference(net, x[0], cfg, args.ref_steps)
     c_ref = (cpu_seconds() - c0) / args.ref_steps * cfg.max_iter
@@ -166,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reference: {ref_step:.2f} s per step -> {ref_subject:.0f} s per subject", flush=True)
     full = None
     if not args.no_full:
-        full = timed_mp(net, x[:1], cfg.model_copy(update={"patience": 0}))
+        first = runs[next(iter(runs))]
+        full = timed_mp(net, xs[: args.full_subjects], first.model_copy(update={"patience": 0}))
         print(f"full length: {full['wall']:.0f} s, best at {full['result'].best_iteration}", flush=True)
     load_after = os.getloadavg()
 
@@ -183,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     lines = [
-        "# Interpretation speed: MriNet at 58×70×58 on a 2-core CPU",
+        f"# Interpretation speed on a {os.cpu_count()}-core CPU",
         "",
-        "Measured 2026-11-21 with",
+        f"Measured {time.strftime('%Y-%m-%d')} with",
         "",
         f"    {env}.venv/bin/python benchmarks/interpret.py {' '.join(given)}".rstrip(),
         "",
@@ -224,31 +240,37 @@ def main(argv: list[str] | None = None) -> int:
     from neurocnn.interpret import dice, rank_correlation
     from neurocnn.interpret.group import binarize
 
-    agree = [
-        (
-            rank_correlation(a.numpy(), b.numpy()),
-            dice(binarize(a.numpy(), 0.65), binarize(b.numpy(), 0.65)),
-            float((a - b).abs().max()),
-        )
-        for a, b in zip(ours["result"].saliency, bf16["result"].saliency, strict=True)
-    ]
-    lines += [
-        "",
-        "bfloat16 against float32 saliency, per subject: Spearman "
-        f"{[round(r, 3) for r, _, _ in agree]}, Dice at 0.65 {[round(d, 3) for _, d, _ in agree]}, "
-        f"largest difference {[round(m, 3) for _, _, m in agree]}; steps {bf16['steps']} against "
-        f"{ours['steps']}.",
-    ]
-    if full is not None:
-        a, b = ours["result"].saliency[0].numpy(), full["result"].saliency[0].numpy()
+    def agreement(first: torch.Tensor, second: torch.Tensor) -> list[tuple[float, float, float]]:
+        return [
+            (
+                rank_correlation(a.numpy(), b.numpy()),
+                dice(binarize(a.numpy(), 0.65), binarize(b.numpy(), 0.65)),
+                float((a - b).abs().max()),
+            )
+            for a, b in zip(first, second, strict=False)
+        ]
+
+    if bf16 is not None and bf16 is not ours:
+        agree = agreement(ours["result"].saliency, bf16["result"].saliency)
         lines += [
             "",
-            "Stopping at convergence against running all 300 steps (first subject): stopped after "
-            f"{ours['steps'][0]} steps with the best mask at step {ours['result'].best_iteration[0]}; "
-            f"the full run's best mask is at step {full['result'].best_iteration[0]}; saliency maps differ "
-            f"by at most {np.abs(a - b).max():.4f} (Spearman {rank_correlation(a, b):.4f}, Dice at 0.65 "
-            f"{dice(binarize(a, 0.65), binarize(b, 0.65)):.3f}); the full run took "
-            f"{full['wall']:.0f} s wall, {full['cpu']:.0f} CPU s.",
+            "bfloat16 against float32 saliency, per subject: Spearman "
+            f"{[round(r, 3) for r, _, _ in agree]}, Dice at 0.65 {[round(d, 3) for _, d, _ in agree]}, "
+            f"largest difference {[round(m, 3) for _, _, m in agree]}; steps {bf16['steps']} against "
+            f"{ours['steps']}.",
+        ]
+    if full is not None:
+        k = len(full["steps"])
+        agree = agreement(ours["result"].saliency[:k], full["result"].saliency)
+        lines += [
+            "",
+            f"Stopping at convergence against running all 300 steps ({next(iter(runs))}, first {k} "
+            f"subjects): stopped after {ours['steps'][:k]} steps with the best mask at steps "
+            f"{ours['result'].best_iteration[:k]}; the full runs' best masks are at steps "
+            f"{full['result'].best_iteration}; saliency maps differ by at most "
+            f"{[round(m, 4) for _, _, m in agree]} (Spearman {[round(r, 4) for r, _, _ in agree]}, "
+            f"Dice at 0.65 {[round(d, 3) for _, d, _ in agree]}); the full runs took "
+            f"{full['wall']:.0f} s wall, {full['cpu']:.0f} CPU s per subject.",
         ]
     lines += [
         "",

@@ -156,3 +156,27 @@ def test_class_names_become_file_safe_and_distinct_from_the_conjoined_map(tmp_pa
     interp = read_interpretation(tmp_path)
     assert interp is not None
     assert set(interp.group_maps) >= {"gradcam · AD/MCI", "gradcam · conjoined", "gradcam · Conjoined"}
+
+
+def test_perturbation_group_maps_keep_the_absolute_scale_and_thresholds_keep_their_defaults(tmp_path):
+    """Meaningful Perturbation's saliency (1 − mask) is absolute: a subject whose mask barely moved
+    must not count as much as a confident one in the group map (the gradient methods' maps are
+    scaled per subject). Thresholds given for one method leave the others at their defaults."""
+    from neurocnn.interpret import outputs
+    from neurocnn.interpret.agreement import DEFAULT_THRESHOLDS
+
+    maps = torch.zeros(2, 4, 4, 4)
+    maps[0, 0, 0, 0] = 1.0  # a confident mask: region A deleted
+    maps[1, 3, 3, 3] = 3e-5  # an optimisation that barely moved, in region B
+    rows = [{"index": k, "fold": "r0_f0", "label": "a", "target": "a"} for k in range(2)]
+    done = pipeline.Explained(
+        {"perturbation": [maps], "gradcam": [maps]}, {"perturbation": rows, "gradcam": rows}
+    )
+    cache = SimpleNamespace(classes=["a", "b"], affine=np.eye(4))
+    options = FAST.model_copy(update={"methods": ("perturbation", "gradcam")})
+    groups = outputs.save_maps(done, cache, tmp_path, options, {"methods": {}})
+    mp, cam = groups["perturbation"]["a"], groups["gradcam"]["a"]
+    assert mp[0, 0, 0] == pytest.approx(0.5) and mp[3, 3, 3] == pytest.approx(1.5e-5)
+    assert cam[0, 0, 0] == pytest.approx(0.5) and cam[3, 3, 3] == pytest.approx(0.5)
+    chosen = InterpretOptions(thresholds={"gradcam": 0.5}).thresholds
+    assert chosen["gradcam"] == 0.5 and chosen["guided_backprop"] == DEFAULT_THRESHOLDS["guided_backprop"]

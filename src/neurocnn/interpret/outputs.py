@@ -17,6 +17,8 @@ from neurocnn.interpret import group, masked_eval, regions, sanity
 if TYPE_CHECKING:
     from neurocnn.interpret.pipeline import Explained, InterpretOptions
 
+# methods whose subject maps share an absolute scale (averaged unscaled into group maps)
+ABSOLUTE_METHODS = ("perturbation",)
 CONJOINED = "conjoined"  # the group name of the sum of the class maps (S3)
 
 
@@ -56,7 +58,10 @@ def save_maps(
         maps, table = done.stacked(method).numpy(), done.table(method)
         group.save_subject_maps(maps, cache.affine, out / f"subjects_{method}.nii.gz", table)
         y = table[options.group_by].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        by_class = group.group_maps(maps, y, classes)
+        # Meaningful Perturbation's saliency (1 − mask) is already on an absolute [0, 1] scale:
+        # averaged as it is, a subject whose mask barely moved weighs little; the gradient methods'
+        # magnitudes differ between subjects, so each of their maps is scaled to a maximum of 1
+        by_class = group.group_maps(maps, y, classes, normalise=method not in ABSOLUTE_METHODS)
         g = {keys[c]: m for c, m in by_class.items()}
         g[CONJOINED] = group.conjoined_map(by_class)
         for name, m in g.items():

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from neurocnn.data.cache import swap_folder
@@ -79,6 +79,12 @@ class InterpretOptions(BaseModel):
     perturbation: PerturbationConfig = Field(default_factory=PerturbationConfig)
     layer: str | None = Field(None, description="Grad-CAM/HiResCAM target layer (None: the model's default)")
     seed: int = 0
+
+    @field_validator("thresholds")
+    @classmethod
+    def _complete_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        """Methods not named keep their defaults, so region tables and Dice use the same cut."""
+        return {**agreement.DEFAULT_THRESHOLDS, **value}
 
 
 def compute_maps(
