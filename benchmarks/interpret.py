@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print(text)
     else:
+        print(text)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(text)
         print(f"wrote {RESULTS}")
     return 0

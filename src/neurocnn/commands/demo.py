@@ -34,6 +34,7 @@ class DemoPlan:
     folds: int
     epochs: int  # MriNet
     s1_epochs: int  # the S1 multi-branch model
+    s1_model: str  # the trunk of each of its branches
     mp_subjects_per_fold: int
     mp_iterations: int
     randomisation: bool
@@ -45,7 +46,8 @@ FULL = DemoPlan(
     effect_size=0.25,
     folds=3,
     epochs=24,
-    s1_epochs=16,
+    s1_epochs=24,
+    s1_model="inception_1",
     mp_subjects_per_fold=1,
     mp_iterations=150,
     randomisation=True,
@@ -57,6 +59,7 @@ QUICK = DemoPlan(
     folds=3,
     epochs=3,
     s1_epochs=3,
+    s1_model="inception_1",
     mp_subjects_per_fold=1,
     mp_iterations=20,
     randomisation=False,
@@ -164,14 +167,16 @@ def run(args: argparse.Namespace) -> int:
     runs = out / "runs"
     splits_path = runs / "splits.tsv"
     S.save_splits(S.kfold(prepared.cache.manifest, plan.folds, seed=args.seed), splits_path)
-    # Learning rates chosen on the default cohort: MriNet 3e-4 (1e-3 collapsed to one class), the
-    # S1 model 1e-3 (3e-4 and 1e-4 learned less). MriNet takes the three maps as input channels: one
-    # trunk instead of one per modality costs about a third of the time per epoch, and on the 2-core
-    # EPYC it scored 0.86 [0.81, 0.91] in 24 epochs (145 s) against 0.78 [0.72, 0.84] for three
-    # branches in 16 epochs (341 s), same folds (benchmarks/RESULTS.md, "`neurocnn demo`: wall time").
+    # Chosen on the default cohort (benchmarks/RESULTS.md, "`neurocnn demo`: wall time"): MriNet at
+    # Adam 3e-4 (1e-3 collapsed to one class), with the three maps as input channels: one trunk
+    # instead of one per modality costs about a third of the time per epoch, and scored 0.86 [0.81,
+    # 0.91] in 24 epochs against 0.78 [0.72, 0.84] for three branches in 16. S1's multimodal model
+    # with inception_1 branches at Adam 3e-4 for 24 epochs: 0.87 [0.82, 0.92]; its sequential_2
+    # branches stayed at chance (0.50-0.57) at every rate tried, and inception_1 needs the 24 epochs
+    # (its loss starts to fall near epoch 14; 16 epochs: 0.74).
     models = {
         "mrinet": ({"name": "mrinet", "modalities": "channels"}, 3e-4, plan.epochs),
-        "s1_multimodal": ({"name": "sequential_2", "modalities": "branches"}, 1e-3, plan.s1_epochs),
+        "s1_multimodal": ({"name": plan.s1_model, "modalities": "branches"}, 3e-4, plan.s1_epochs),
     }
     for name, (model, lr, epochs) in models.items():
         if (runs / name / "summary.json").exists():
