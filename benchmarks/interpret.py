@@ -17,7 +17,9 @@ Grad-CAM + guided backprop for 100 subjects ≤ 60 s.
 
 The model is the fold-0 MriNet of the ground-truth run (``benchmarks/interpret_ground_truth.py``)
 when it exists, explaining its own test subjects, so that the optimisation behaves as on a trained
-network; otherwise a randomly initialised MriNet on random volumes (stated in the output).
+network (``--run``: any other trained run folder); otherwise a randomly initialised MriNet on
+random volumes (stated in the output). ``--variants`` picks the configurations timed (the first
+is also run for all 300 steps on ``--full-subjects`` subjects, to compare the stopped masks).
 
     .venv/bin/python benchmarks/interpret.py                  # writes benchmarks/results/interpret.md
     .venv/bin/python benchmarks/interpret.py --quick          # 1 subject, 2 reference steps, 20 maps
