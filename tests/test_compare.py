@@ -237,6 +237,14 @@ def test_a_single_run_gets_its_table_and_no_pairs(tmp_path):
     assert (result.write(tmp_path / "cmp") / "pairs.csv").exists()
 
 
+def _manifest(rng, n):
+    """A cache manifest of n participants with balanced random labels (for the split functions)."""
+    return pd.DataFrame(
+        {"index": np.arange(n), "participant_id": [f"sub-{i:03d}" for i in range(n)],
+         "session_id": "", "label_index": rng.permutation(np.arange(n) % 2)}
+    )  # fmt: skip
+
+
 def test_repeated_holdout_t_test_uses_the_split_table_and_never_reports_p_0(tmp_path):
     """A repeated hold-out predicts only each repeat's test subjects, so the training-set size is
     not in the predictions: the corrected t-test takes it from the run's splits.tsv, and without
@@ -245,10 +253,7 @@ def test_repeated_holdout_t_test_uses_the_split_table_and_never_reports_p_0(tmp_
 
     rng = np.random.default_rng(9)
     n = 100
-    manifest = pd.DataFrame(
-        {"index": np.arange(n), "participant_id": [f"sub-{i:03d}" for i in range(n)],
-         "session_id": "", "label_index": rng.permutation(np.arange(n) % 2)}
-    )  # fmt: skip
+    manifest = _manifest(rng, n)
     splits = holdout(manifest, (0.6, 0.2, 0.2), repeats=5, seed=0)
     tests = splits[splits["role"] == "test"]
 
@@ -309,10 +314,7 @@ def test_corrected_t_test_does_not_depend_on_the_order_of_the_runs(tmp_path):
 
     rng = np.random.default_rng(3)
     n = 100
-    manifest = pd.DataFrame(
-        {"index": np.arange(n), "participant_id": [f"sub-{i:03d}" for i in range(n)],
-         "session_id": "", "label_index": rng.permutation(np.arange(n) % 2)}
-    )  # fmt: skip
+    manifest = _manifest(rng, n)
     full = kfold(manifest, 10, val_fraction=0.0, seed=0)
     small = subsample(full, 0.2, seed=0)
     test = full[full["role"] == "test"].sort_values("participant_id")

@@ -99,19 +99,14 @@ def classification_metrics(
     # not count as a recall of 0 (more than two classes: sensitivity = balanced accuracy).
     labels = np.arange(k) if k == 2 else np.union1d(np.unique(y), np.unique(pred))
     average = "binary" if k == 2 else "macro"
+    balanced = float(np.mean(_recalls(y, pred, k)))
     with warnings.catch_warnings():
         # a class that is never predicted has an undefined precision: reported as 0 (zero_division)
         warnings.simplefilter("ignore")
         out = {
             "accuracy": float(skm.accuracy_score(y, pred)),
-            "balanced_accuracy": float(np.mean(_recalls(y, pred, k))),
-            "sensitivity": (
-                float(np.mean(_recalls(y, pred, k)))
-                if k > 2
-                else float(skm.recall_score(y, pred, zero_division=0))
-                if np.any(y == 1)
-                else float("nan")  # no positive subject: sensitivity is undefined, not 0
-            ),
+            "balanced_accuracy": balanced,
+            "sensitivity": _sensitivity(y, pred, k, balanced),
             "specificity": specificity(y, pred, k),
             "precision": float(skm.precision_score(y, pred, labels=labels, average=average, zero_division=0)),
             "f1": float(skm.f1_score(y, pred, labels=labels, average=average, zero_division=0)),
@@ -119,6 +114,14 @@ def classification_metrics(
             "mcc": float(skm.matthews_corrcoef(y, pred)),
         }
     return out
+
+
+def _sensitivity(y: np.ndarray, pred: np.ndarray, k: int, balanced: float) -> float:
+    """Recall of class 1 (binary; NaN without a positive subject, not 0); more classes: the mean
+    recall over the true classes, which is the balanced accuracy."""
+    if k > 2:
+        return balanced
+    return float(np.mean(pred[y == 1] == 1)) if np.any(y == 1) else float("nan")
 
 
 def _recalls(y: np.ndarray, pred: np.ndarray, k: int) -> list[float]:

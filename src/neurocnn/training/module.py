@@ -154,7 +154,7 @@ class Classifier(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y, _ = batch
-        if hasattr(self.net, "vote_from_logits"):
+        if self.slices:
             # a slice model decides by its vote over slices at test time: select checkpoints on the
             # same decision (the loss stays that of the mean slice logits, which training minimises)
             slices = self.net.slice_logits(x).float().detach()
